@@ -1,0 +1,54 @@
+"""Shared fixtures. Two logical CPU devices are set up before TensorFlow starts, so that
+MirroredStrategy has two replicas on any machine."""
+
+import os
+import pathlib
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+import pytest
+import tensorflow as tf
+
+from trainer import input_pipeline
+
+NUM_CPU_DEVICES = 2
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices('CPU')[0],
+    [tf.config.LogicalDeviceConfiguration() for _ in range(NUM_CPU_DEVICES)])
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+# The real CIFAR-10, prepared in the TFDS layout, where this workplace keeps it.
+SHARED_TFDS = REPO.parent / 'shared' / 'datasets' / 'tfds'
+
+
+def make_source(num_train=512, num_eval=100, shape=(32, 32, 3), num_classes=10, seed=0):
+  """Random but learnable in-memory data: the label is visible in the image's mean."""
+  rng = np.random.default_rng(seed)
+
+  def split(n):
+    labels = rng.integers(0, num_classes, size=n)
+    noise = rng.integers(0, 64, size=(n,) + shape)
+    images = (noise + (labels * (190 // num_classes))[:, None, None, None]).astype(np.uint8)
+    return images, labels.astype(np.int64)
+
+  return input_pipeline.InMemorySource(
+      'random', split(num_train), split(num_eval), [f'c{i}' for i in range(num_classes)])
+
+
+@pytest.fixture
+def small_source():
+  return make_source()
+
+
+@pytest.fixture
+def mirrored():
+  devices = [d.name for d in tf.config.list_logical_devices('CPU')[:NUM_CPU_DEVICES]]
+  return tf.distribute.MirroredStrategy(devices)
+
+
+@pytest.fixture
+def cifar_dir():
+  if not (SHARED_TFDS / 'cifar10').is_dir():
+    pytest.skip(f'real CIFAR-10 not present at {SHARED_TFDS}')
+  return str(SHARED_TFDS)

@@ -1,0 +1,28 @@
+"""One worker of the multi-worker test: trains from TF_CONFIG, saves its final weights.
+
+Run as `python -m tests.multi_worker_child MODEL_DIR OUT.npz`; TF_CONFIG comes from the
+parent. It goes through the same create_strategy/train_and_evaluate a user's run does,
+with small in-memory data instead of a download.
+"""
+
+import sys
+
+import numpy as np
+
+from tests.conftest import make_source  # Also splits the CPU in two: harmless here.
+from trainer import strategy as strategy_lib
+from trainer import train
+from trainer.config import Config
+
+
+def main(model_dir, out):
+  config = Config(strategy='multi_worker', model_dir=model_dir, batch_size=32, epochs=0,
+                  train_steps=12, steps_per_loop=4)
+  strategy = strategy_lib.create_strategy('multi_worker')
+  outcome = train.train_and_evaluate(config, strategy, make_source())
+  np.savez(out, *outcome.trainer.model.get_weights(),
+           eval_examples=outcome.metrics['eval_examples'], replicas=strategy.num_replicas_in_sync)
+
+
+if __name__ == '__main__':
+  main(*sys.argv[1:])

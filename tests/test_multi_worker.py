@@ -1,0 +1,51 @@
+"""MultiWorkerMirroredStrategy with real worker processes on localhost ports."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def free_ports(count):
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(('localhost', 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+def test_two_workers_train_to_identical_weights(tmp_path):
+  workers = [f'localhost:{port}' for port in free_ports(2)]
+  processes = []
+  for index in range(2):
+    env = dict(os.environ, TF_CONFIG=json.dumps(
+        {'cluster': {'worker': workers}, 'task': {'type': 'worker', 'index': index}}))
+    processes.append(subprocess.Popen(
+        [sys.executable, '-m', 'tests.multi_worker_child', str(tmp_path / 'run'),
+         str(tmp_path / f'w{index}.npz')],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  try:
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+  finally:
+    for p in processes:
+      p.kill()
+  for p, output in zip(processes, outputs):
+    assert p.returncode == 0, output[-3000:]
+  weights = [np.load(tmp_path / f'w{index}.npz') for index in range(2)]
+  assert int(weights[0]['replicas']) == 2
+  assert int(weights[0]['eval_examples']) == int(weights[1]['eval_examples']) == 100
+  arrays = [[w[f'arr_{i}'] for i in range(8)] for w in weights]
+  for a, b in zip(*arrays):
+    np.testing.assert_array_equal(a, b)
+  # Only the chief (worker 0) writes the run folder's files.
+  assert (tmp_path / 'run' / 'results.json').exists()

@@ -1,0 +1,66 @@
+import json
+import time
+
+import pytest
+import tensorflow as tf
+
+from trainer import strategy as strategy_lib
+from trainer.errors import UserError
+
+
+@pytest.mark.parametrize('name,replicas', [('default', 1), ('one_device', 1)])
+def test_single_device_strategies(name, replicas):
+  strategy = strategy_lib.create_strategy(name)
+  assert strategy.num_replicas_in_sync == replicas
+  assert strategy_lib.is_chief(strategy)
+
+
+def test_mirrored_on_logical_cpus():
+  strategy = strategy_lib.create_strategy('mirrored', num_cpu_devices=2)
+  assert strategy.num_replicas_in_sync == 2
+  assert '2 replica(s)' in strategy_lib.describe(strategy)
+
+
+def test_more_cpu_devices_than_tensorflow_started_with_is_a_clear_error():
+  with pytest.raises(UserError, match='--num_cpu_devices=5 came too late'):
+    strategy_lib.create_strategy('mirrored', num_cpu_devices=5)
+
+
+def test_per_replica_batch():
+  strategy = strategy_lib.create_strategy('mirrored', num_cpu_devices=2)
+  assert strategy_lib.per_replica_batch_size(64, strategy) == 32
+  with pytest.raises(UserError, match='--batch_size=63 .* does not divide among 2 replicas'):
+    strategy_lib.per_replica_batch_size(63, strategy)
+
+
+@pytest.mark.parametrize('tf_config,message', [
+    (None, 'needs the TF_CONFIG environment variable'),
+    ('{"cluster": ', 'TF_CONFIG is not valid JSON'),
+    ('{"task": {"type": "worker", "index": 0}}', 'no "cluster" mapping'),
+    ('{"cluster": {"worker": ["localhost:1"]}}', 'needs "task"'),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "ps", "index": 0}}',
+     "task type 'ps' is not a job"),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 1}}',
+     'task index 1 is out of range'),
+])
+def test_multi_worker_rejects_a_bad_tf_config(monkeypatch, tf_config, message):
+  if tf_config is None:
+    monkeypatch.delenv('TF_CONFIG', raising=False)
+  else:
+    monkeypatch.setenv('TF_CONFIG', tf_config)
+  with pytest.raises(UserError, match=message):
+    strategy_lib.create_strategy('multi_worker')
+
+
+def test_tpu_without_a_tpu_fails_fast_with_advice():
+  start = time.time()
+  with pytest.raises(UserError, match='--strategy=tpu found no TPU.*TPU VM or pass --tpu'):
+    strategy_lib.create_strategy('tpu')
+  assert time.time() - start < 30
+
+
+def test_unreachable_tpu_address_fails_fast():
+  start = time.time()
+  with pytest.raises(UserError, match='cannot reach the TPU at grpc://127.0.0.1:1'):
+    strategy_lib.create_strategy('tpu', tpu='grpc://127.0.0.1:1')
+  assert time.time() - start < 30

@@ -1,0 +1,89 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainer import strategy as strategy_lib
+from trainer import train
+from trainer.config import Config
+from trainer.errors import UserError
+
+
+def _config(tmp_path, **overrides):
+  values = dict(model_dir=str(tmp_path / 'run'), batch_size=32, epochs=2, steps_per_loop=5,
+                learning_rate=3e-3)
+  values.update(overrides)
+  return Config(**values)
+
+
+@pytest.mark.parametrize('name', ['default', 'one_device', 'mirrored'])
+def test_end_to_end_under_each_local_strategy(tmp_path, small_source, name):
+  strategy = strategy_lib.create_strategy(name, num_cpu_devices=2 if name == 'mirrored' else 0)
+  outcome = train.train_and_evaluate(_config(tmp_path, strategy=name), strategy, small_source)
+  metrics = outcome.metrics
+  assert metrics['global_step'] == 2 * (512 // 32)
+  assert metrics['eval_examples'] == 100
+  assert metrics['eval_accuracy'] > 0.3  # Chance is 0.1; the labels are visible in the data.
+  with open(os.path.join(outcome.model_dir, train.RESULTS_FILE)) as f:
+    assert json.load(f) == metrics
+  with open(os.path.join(outcome.model_dir, train.CONFIG_FILE)) as f:
+    assert json.load(f)['strategy'] == name
+
+
+def test_mirrored_matches_single_device_training(tmp_path, small_source, mirrored):
+  """The loss is averaged over the global batch, so replicas change nothing but speed."""
+  config = _config(tmp_path, epochs=0, train_steps=6, shuffle_buffer=1)
+  single = train.train_and_evaluate(config, tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                    small_source)
+  double = train.train_and_evaluate(config.replace(model_dir=str(tmp_path / 'm')), mirrored,
+                                    small_source)
+  for a, b in zip(single.trainer.model.get_weights(), double.trainer.model.get_weights()):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_train_steps_override_epochs_and_eval_runs_at_the_end(tmp_path, small_source):
+  outcome = train.train_and_evaluate(_config(tmp_path, train_steps=7), None, small_source)
+  assert outcome.metrics['global_step'] == 7
+  assert outcome.metrics['eval_examples'] == 100
+
+
+def test_progress_lines_say_where_the_run_is(tmp_path, small_source, caplog):
+  caplog.set_level('INFO')
+  train.train_and_evaluate(_config(tmp_path, epochs=1), None, small_source)
+  text = caplog.text
+  assert 'global batch 32, per-replica batch 32 | 16 steps/epoch, 16 steps in all' in text
+  assert 'epoch 1/1  step 5/16  loss' in text and 'examples/s  ETA' in text
+  assert 'epoch 1/1  eval  loss' in text and '(100 examples)' in text
+  assert 'final test loss' in text
+
+
+def test_batch_larger_than_the_data_is_a_clear_error(tmp_path, small_source):
+  with pytest.raises(UserError, match='larger than the 512 training examples'):
+    train.train_and_evaluate(_config(tmp_path, batch_size=1024), None, small_source)
+
+
+def test_nan_weights_stop_the_run(tmp_path):
+  from tests.conftest import make_source  # pylint: disable=g-import-not-at-top
+  source = make_source()
+  images, labels = source._splits['train']  # pylint: disable=protected-access
+  poisoned = images.astype(np.float32)
+  poisoned[7] = np.nan
+  source._splits['train'] = (poisoned, labels)  # pylint: disable=protected-access
+  with pytest.raises(UserError, match='training diverged by step 5'):
+    train.train_and_evaluate(_config(tmp_path, shuffle_buffer=1), None, source)
+
+
+def test_multi_worker_needs_an_explicit_model_dir():
+  with pytest.raises(UserError, match='needs an explicit --model_dir'):
+    train.default_model_dir(Config(strategy='multi_worker'))
+
+
+def test_learns_real_cifar10(tmp_path, cifar_dir):
+  """A few hundred steps on the real data must clearly beat chance (10%)."""
+  config = Config(data_dir=cifar_dir, model_dir=str(tmp_path / 'run'), epochs=0,
+                  train_steps=400)
+  outcome = train.train_and_evaluate(config)
+  assert outcome.metrics['eval_examples'] == 10_000
+  assert outcome.metrics['eval_accuracy'] > 0.35

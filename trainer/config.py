@@ -1,0 +1,66 @@
+"""The run configuration: one immutable object that the library functions take.
+
+Flags (trainer/flags.py) and presets (configs/*.cfg) are only ways to build it; tests build
+it directly.
+"""
+
+import dataclasses
+from typing import Optional
+
+from trainer.errors import UserError
+
+STRATEGIES = ('default', 'one_device', 'mirrored', 'multi_worker', 'tpu')
+MIXED_PRECISION = ('none', 'mixed_float16', 'mixed_bfloat16')
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Everything a run needs. Defaults reproduce the TensorFlow CIFAR-10 CNN tutorial."""
+  dataset: str = 'cifar10'
+  data_dir: Optional[str] = None
+  train_split: str = 'train'
+  eval_split: str = 'test'
+  model_dir: Optional[str] = None
+
+  strategy: str = 'default'
+  num_cpu_devices: int = 0
+  tpu: str = ''
+
+  batch_size: int = 64  # Global batch, across all replicas.
+  learning_rate: float = 1e-3
+  epochs: int = 5
+  train_steps: int = 0  # 0: derived from epochs.
+  steps_per_loop: int = 100
+  seed: int = 42
+  shuffle_buffer: int = 50_000
+  mixed_precision: str = 'none'
+  jit_compile: bool = False
+
+  def validate(self) -> 'Config':
+    """Raises UserError for values no run could use; returns self for chaining."""
+    if self.strategy not in STRATEGIES:
+      raise UserError(f'unknown --strategy={self.strategy!r}; choose one of: '
+                      f'{", ".join(STRATEGIES)}')
+    if self.mixed_precision not in MIXED_PRECISION:
+      raise UserError(f'unknown --mixed_precision={self.mixed_precision!r}; choose one of: '
+                      f'{", ".join(MIXED_PRECISION)}')
+    for name in ('batch_size', 'steps_per_loop', 'shuffle_buffer'):
+      if getattr(self, name) <= 0:
+        raise UserError(f'--{name} must be positive, got {getattr(self, name)}')
+    if self.learning_rate <= 0:
+      raise UserError(f'--learning_rate must be positive, got {self.learning_rate}')
+    for name in ('epochs', 'train_steps', 'num_cpu_devices'):
+      if getattr(self, name) < 0:
+        raise UserError(f'--{name} must not be negative, got {getattr(self, name)}')
+    if self.epochs == 0 and self.train_steps == 0:
+      raise UserError('nothing to train: set --epochs or --train_steps to a positive number')
+    if self.num_cpu_devices and self.strategy != 'mirrored':
+      raise UserError('--num_cpu_devices only applies to --strategy=mirrored')
+    if self.tpu and self.strategy != 'tpu':
+      raise UserError('--tpu only applies to --strategy=tpu')
+    if not self.dataset:
+      raise UserError('--dataset must not be empty')
+    return self
+
+  def replace(self, **changes) -> 'Config':
+    return dataclasses.replace(self, **changes)

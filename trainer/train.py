@@ -1,0 +1,276 @@
+"""The custom training loop: build the model inside the strategy, train, evaluate, report."""
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Optional
+
+from absl import logging
+import keras
+import tensorflow as tf
+
+from trainer import input_pipeline
+from trainer import models
+from trainer import strategy as strategy_lib
+from trainer.config import Config
+from trainer.errors import UserError
+
+RESULTS_FILE = 'results.json'
+CONFIG_FILE = 'config.json'
+
+
+class _Sums:
+  """Per-replica running sums of loss, correct predictions and example weight.
+
+  Sync-on-read variables: replicas add locally with no communication, and reading them
+  outside `strategy.run` sums across all replicas and workers once per log line.
+  """
+
+  def __init__(self, name: str):
+    def variable(suffix):
+      return tf.Variable(0.0, trainable=False, name=f'{name}_{suffix}',
+                         synchronization=tf.VariableSynchronization.ON_READ,
+                         aggregation=tf.VariableAggregation.SUM)
+    self.loss, self.correct, self.count = variable('loss'), variable('correct'), variable('count')
+
+  def add(self, labels, logits, per_example_loss, weights):
+    predictions = tf.argmax(logits, axis=-1, output_type=labels.dtype)
+    hits = tf.cast(tf.equal(predictions, labels), tf.float32)
+    self.loss.assign_add(tf.reduce_sum(per_example_loss * weights))
+    self.correct.assign_add(tf.reduce_sum(hits * weights))
+    self.count.assign_add(tf.reduce_sum(weights))
+
+  def result(self):
+    """Returns (mean loss, accuracy, example count) over everything added since reset."""
+    count = float(self.count.numpy())
+    if not count:
+      return float('nan'), float('nan'), 0
+    return float(self.loss.numpy()) / count, float(self.correct.numpy()) / count, int(count)
+
+  def reset(self):
+    for v in (self.loss, self.correct, self.count):
+      v.assign(0.0)
+
+
+def _per_example_loss(labels, logits):
+  return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+
+
+class Trainer:
+  """The model, its optimizer and the compiled train/eval loops, all under one strategy."""
+
+  def __init__(self, config: Config, strategy: tf.distribute.Strategy, info):
+    self.config = config
+    self.strategy = strategy
+    self.global_batch = config.batch_size
+    with strategy.scope():
+      self.model = models.create_model(info.image_shape, info.num_classes)
+      optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+      if config.mixed_precision == 'mixed_float16':
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+      # Keras 3 creates optimizer slots lazily, which fails inside a replica context:
+      # build them now, on the model's variables, inside the scope.
+      optimizer.build(self.model.trainable_variables)
+      self.optimizer = optimizer
+      self.train_sums = _Sums('train')
+      self.eval_sums = _Sums('eval')
+    self._gradients = tf.function(self._compute_gradients, jit_compile=True) \
+        if config.jit_compile else self._compute_gradients
+    self.train_loop = tf.function(self._train_loop)
+    self.eval_loop = tf.function(self._eval_loop)
+
+  def _compute_gradients(self, images, labels):
+    variables = self.model.trainable_variables
+    with tf.GradientTape() as tape:
+      logits = self.model(images, training=True)
+      per_example_loss = _per_example_loss(labels, logits)
+      # Averaged over the *global* batch: the optimizer sums gradients across replicas.
+      loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=self.global_batch)
+      if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+        loss = self.optimizer.scale_loss(loss)
+    return tape.gradient(loss, variables), logits, per_example_loss
+
+  def _train_step(self, inputs):
+    images, labels = inputs
+    grads, logits, per_example_loss = self._gradients(images, labels)
+    self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+    self.train_sums.add(labels, logits, per_example_loss, tf.ones_like(per_example_loss))
+
+  def _train_loop(self, iterator, steps):
+    # Several steps per host call: the Python overhead is paid once per loop, not per step.
+    for _ in tf.range(steps):
+      self.strategy.run(self._train_step, args=(next(iterator),))
+
+  def _eval_step(self, inputs):
+    images, labels, weights = inputs
+    logits = self.model(images, training=False)
+    self.eval_sums.add(labels, logits, _per_example_loss(labels, logits), weights)
+
+  def _eval_loop(self, iterator, steps):
+    for _ in tf.range(steps):
+      self.strategy.run(self._eval_step, args=(next(iterator),))
+
+  @tf.function
+  def weights_finite(self):
+    # The loss alone can hide NaN weights: ReLU on this CPU turns NaN activations into 0.
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v))
+                          for v in self.model.trainable_variables])
+
+  @property
+  def step(self) -> int:
+    return int(self.optimizer.iterations.numpy())
+
+
+@dataclasses.dataclass
+class Outcome:
+  metrics: dict  # What results.json holds.
+  model_dir: str
+  trainer: Trainer
+
+
+@dataclasses.dataclass
+class Plan:
+  steps_per_epoch: int
+  total_steps: int
+  per_replica_batch: int
+
+  def epoch_of(self, step: int) -> int:
+    """1-based epoch that step `step` (0-based, not yet run) belongs to."""
+    return step // self.steps_per_epoch + 1
+
+  def loop_size(self, step: int, steps_per_loop: int) -> int:
+    """Steps in the next host call: never past an epoch end, where evaluation runs."""
+    to_epoch_end = self.steps_per_epoch - step % self.steps_per_epoch
+    return min(steps_per_loop, to_epoch_end, self.total_steps - step)
+
+
+def make_plan(config: Config, info, strategy) -> Plan:
+  per_replica = strategy_lib.per_replica_batch_size(config.batch_size, strategy)
+  steps_per_epoch = info.num_train_examples // config.batch_size
+  if steps_per_epoch == 0:
+    raise UserError(f'--batch_size={config.batch_size} is larger than the '
+                    f'{info.num_train_examples} training examples of {info.name}')
+  total = config.train_steps or config.epochs * steps_per_epoch
+  return Plan(steps_per_epoch=steps_per_epoch, total_steps=total, per_replica_batch=per_replica)
+
+
+def default_model_dir(config: Config) -> str:
+  if config.model_dir:
+    return config.model_dir
+  if config.strategy == 'multi_worker':
+    raise UserError('--strategy=multi_worker needs an explicit --model_dir that all workers '
+                    'share (a timestamped default would differ per worker)')
+  return os.path.join('runs', time.strftime('%Y%m%d-%H%M%S'))
+
+
+def _format_duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  hours, rest = divmod(seconds, 3600)
+  minutes, seconds = divmod(rest, 60)
+  return f'{hours}h{minutes:02d}m{seconds:02d}s' if hours else f'{minutes}m{seconds:02d}s'
+
+
+def evaluate(trainer: Trainer, eval_dataset, eval_steps: int):
+  trainer.eval_sums.reset()
+  trainer.eval_loop(iter(eval_dataset), tf.constant(eval_steps))
+  return trainer.eval_sums.result()
+
+
+def _write_json(path: str, payload: dict) -> None:
+  # Write then rename: a crash mid-write must not leave a half file that looks valid.
+  tmp = path + '.tmp'
+  with tf.io.gfile.GFile(tmp, 'w') as f:
+    f.write(json.dumps(payload, indent=2, sort_keys=True) + '\n')
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy] = None,
+                       source=None) -> 'Outcome':
+  """Trains per `config`; returns the final evaluation and the trained model.
+
+  `strategy` and `source` are injectable so tests can run on logical devices and small data.
+  """
+  config.validate()
+  if strategy is None:
+    strategy = strategy_lib.create_strategy(config.strategy, config.num_cpu_devices, config.tpu)
+  model_dir = default_model_dir(config)
+  chief = strategy_lib.is_chief(strategy)
+  keras.utils.set_random_seed(config.seed)
+  if source is None:
+    source = input_pipeline.create_source(config.dataset, config.data_dir,
+                                          config.train_split, config.eval_split)
+  info = source.info
+  plan = make_plan(config, info, strategy)
+
+  previous_policy = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(
+      'float32' if config.mixed_precision == 'none' else config.mixed_precision)
+  try:
+    trainer = Trainer(config, strategy, info)
+  finally:
+    keras.mixed_precision.set_global_policy(previous_policy)
+
+  if chief:
+    tf.io.gfile.makedirs(model_dir)
+    _write_json(os.path.join(model_dir, CONFIG_FILE), dataclasses.asdict(config))
+    trainer.model.summary(print_fn=lambda line, *_: logging.info('%s', line))
+  logging.info('%s | global batch %d, per-replica batch %d | %d steps/epoch, %d steps in all '
+               '| data %s (%d train / %d eval examples) | run folder %s',
+               strategy_lib.describe(strategy), config.batch_size, plan.per_replica_batch,
+               plan.steps_per_epoch, plan.total_steps, info.name, info.num_train_examples,
+               info.num_eval_examples, model_dir)
+
+  train_iterator = input_pipeline.distributed_train_iterator(
+      strategy, source, config.batch_size, plan.steps_per_epoch, config.seed,
+      config.shuffle_buffer, start_step=trainer.step)
+  eval_data, eval_steps = input_pipeline.distributed_eval_dataset(
+      strategy, source, config.batch_size)
+
+  start = time.time()
+  train_seconds = 0.0
+  eval_result = None
+  epochs_total = -(-plan.total_steps // plan.steps_per_epoch)
+  while trainer.step < plan.total_steps:
+    step = trainer.step
+    size = plan.loop_size(step, config.steps_per_loop)
+    trainer.train_sums.reset()
+    loop_start = time.time()
+    trainer.train_loop(train_iterator, tf.constant(size))
+    loss, accuracy, _ = trainer.train_sums.result()  # Reading waits for the loop to finish.
+    elapsed = time.time() - loop_start
+    train_seconds += elapsed
+    step = trainer.step
+    if not math.isfinite(loss) or not trainer.weights_finite():
+      raise UserError(f'training diverged by step {step} (loss {loss}, or non-finite weights); '
+                      'lower --learning_rate or check the data')
+    rate = size * config.batch_size / elapsed
+    eta = (plan.total_steps - step) * elapsed / size
+    logging.info('epoch %d/%d  step %d/%d  loss %.4f  accuracy %.4f  %.0f examples/s  ETA %s',
+                 plan.epoch_of(step - 1), epochs_total, step, plan.total_steps, loss,
+                 accuracy, rate, _format_duration(eta))
+    if step % plan.steps_per_epoch == 0 or step == plan.total_steps:
+      eval_loss, eval_accuracy, count = evaluate(trainer, eval_data, eval_steps)
+      eval_result = (eval_loss, eval_accuracy, count)
+      logging.info('epoch %d/%d  eval  loss %.4f  accuracy %.4f  (%d examples)',
+                   plan.epoch_of(step - 1), epochs_total, eval_loss, eval_accuracy, count)
+
+  if eval_result is None:  # Nothing left to train: report on the model as it is.
+    eval_result = evaluate(trainer, eval_data, eval_steps)
+  results = {
+      'eval_loss': eval_result[0],
+      'eval_accuracy': eval_result[1],
+      'eval_examples': eval_result[2],
+      'global_step': trainer.step,
+      'train_seconds': round(train_seconds, 2),
+      'wall_seconds': round(time.time() - start, 2),
+      'dataset': info.name,
+  }
+  logging.info('final test loss %.4f, test accuracy %.4f (%d examples), %d steps, '
+               'train time %s', results['eval_loss'], results['eval_accuracy'],
+               results['eval_examples'], results['global_step'],
+               _format_duration(train_seconds))
+  if chief:
+    _write_json(os.path.join(model_dir, RESULTS_FILE), results)
+  return Outcome(metrics=results, model_dir=model_dir, trainer=trainer)
