@@ -36,6 +36,11 @@ class Config:
   mixed_precision: str = 'none'
   jit_compile: bool = False
 
+  checkpoint_every_steps: int = 500  # Also at every epoch end; 0: epoch ends only.
+  keep_checkpoints: int = 3
+  deterministic: bool = False
+  export_dir: Optional[str] = None  # Default: <model_dir>/export.
+
   def validate(self) -> 'Config':
     """Raises UserError for values no run could use; returns self for chaining."""
     if self.strategy not in STRATEGIES:
@@ -44,12 +49,12 @@ class Config:
     if self.mixed_precision not in MIXED_PRECISION:
       raise UserError(f'unknown --mixed_precision={self.mixed_precision!r}; choose one of: '
                       f'{", ".join(MIXED_PRECISION)}')
-    for name in ('batch_size', 'steps_per_loop', 'shuffle_buffer'):
+    for name in ('batch_size', 'steps_per_loop', 'shuffle_buffer', 'keep_checkpoints'):
       if getattr(self, name) <= 0:
         raise UserError(f'--{name} must be positive, got {getattr(self, name)}')
     if self.learning_rate <= 0:
       raise UserError(f'--learning_rate must be positive, got {self.learning_rate}')
-    for name in ('epochs', 'train_steps', 'num_cpu_devices'):
+    for name in ('epochs', 'train_steps', 'num_cpu_devices', 'checkpoint_every_steps'):
       if getattr(self, name) < 0:
         raise UserError(f'--{name} must not be negative, got {getattr(self, name)}')
     if self.epochs == 0 and self.train_steps == 0:

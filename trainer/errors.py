@@ -6,7 +6,19 @@ check that a user can trip raises this instead of letting a library traceback ou
 
 # Exit codes a scheduler or a wrapper script can rely on.
 EXIT_USER_ERROR = 2
+# sysexits.h EX_TEMPFAIL, "temporary failure, retry later": what a scheduler should do after
+# a preemption, since the rerun continues from the checkpoint saved on the way out.
+EXIT_PREEMPTED = 75
 
 
 class UserError(Exception):
   """Bad flags, paths, data or environment: the message says what to do."""
+
+
+class Preempted(Exception):
+  """Training stopped on SIGTERM/SIGINT after saving a checkpoint at `step`."""
+
+  def __init__(self, step: int):
+    super().__init__(f'preempted: checkpoint saved at step {step}; rerun the same command '
+                     'to continue')
+    self.step = step

@@ -36,6 +36,13 @@ def define_flags() -> None:
   flags.DEFINE_string('mixed_precision', d.mixed_precision,
                       f'Keras mixed-precision policy: {", ".join(MIXED_PRECISION)}.')
   flags.DEFINE_bool('jit_compile', d.jit_compile, 'Compile the train step with XLA.')
+  flags.DEFINE_integer('checkpoint_every_steps', d.checkpoint_every_steps, 'Save a checkpoint '
+                       'every N steps (and at every epoch end); 0: epoch ends only.')
+  flags.DEFINE_integer('keep_checkpoints', d.keep_checkpoints, 'Keep the newest N checkpoints.')
+  flags.DEFINE_bool('deterministic', d.deterministic, 'TF op determinism: a resumed run ends '
+                    'with exactly the weights of an uninterrupted one (CPU; see README).')
+  flags.DEFINE_string('export_dir', d.export_dir, 'Where the final SavedModel goes; default '
+                      '<model_dir>/export.')
 
 
 def config_from_flags(values: flags.FlagValues = flags.FLAGS) -> Config:

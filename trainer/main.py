@@ -9,11 +9,20 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+from absl import logging
 
 from trainer import flags as trainer_flags
-from trainer.errors import EXIT_USER_ERROR, UserError
+from trainer.errors import EXIT_PREEMPTED, EXIT_USER_ERROR, Preempted, UserError
 
 trainer_flags.define_flags()
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class _OwnInfoOnly(std_logging.Filter):
+  """Keeps warnings and errors from everywhere, INFO only from this package."""
+
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or record.pathname.startswith(_PACKAGE_DIR)
 
 
 def main(argv):
@@ -22,12 +31,18 @@ def main(argv):
   try:
     config = trainer_flags.config_from_flags(flags.FLAGS)
     from trainer import train  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
-    # TensorFlow's Python INFO lines (one per all-reduce trace) bury the progress lines.
-    std_logging.getLogger('tensorflow').setLevel(std_logging.WARNING)
+    if flags.FLAGS.verbosity <= 0:
+      # Library INFO lines (one per all-reduce trace, per checkpoint shard, per export
+      # step) bury the progress lines; -v 1 brings them back.
+      logging.get_absl_handler().addFilter(_OwnInfoOnly())
+      std_logging.getLogger('tensorflow').setLevel(std_logging.WARNING)
     train.train_and_evaluate(config)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(EXIT_USER_ERROR)
+  except Preempted as e:
+    print(f'stopped: {e}', file=sys.stderr)
+    sys.exit(EXIT_PREEMPTED)
 
 
 if __name__ == '__main__':

@@ -11,6 +11,8 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from trainer import checkpointing
+from trainer import export
 from trainer import input_pipeline
 from trainer import models
 from trainer import strategy as strategy_lib
@@ -135,15 +137,30 @@ class Plan:
   steps_per_epoch: int
   total_steps: int
   per_replica_batch: int
+  checkpoint_every_steps: int = 0
+
+  @property
+  def epochs(self) -> int:
+    return -(-self.total_steps // self.steps_per_epoch)
 
   def epoch_of(self, step: int) -> int:
     """1-based epoch that step `step` (0-based, not yet run) belongs to."""
     return step // self.steps_per_epoch + 1
 
+  def is_epoch_end(self, step: int) -> bool:
+    return step % self.steps_per_epoch == 0 or step == self.total_steps
+
+  def is_checkpoint_step(self, step: int) -> bool:
+    every = self.checkpoint_every_steps
+    return self.is_epoch_end(step) or bool(every and step % every == 0)
+
   def loop_size(self, step: int, steps_per_loop: int) -> int:
-    """Steps in the next host call: never past an epoch end, where evaluation runs."""
-    to_epoch_end = self.steps_per_epoch - step % self.steps_per_epoch
-    return min(steps_per_loop, to_epoch_end, self.total_steps - step)
+    """Steps in the next host call: never past an epoch end (evaluation) or a checkpoint."""
+    limits = [steps_per_loop, self.steps_per_epoch - step % self.steps_per_epoch,
+              self.total_steps - step]
+    if self.checkpoint_every_steps:
+      limits.append(self.checkpoint_every_steps - step % self.checkpoint_every_steps)
+    return min(limits)
 
 
 def make_plan(config: Config, info, strategy) -> Plan:
@@ -153,7 +170,8 @@ def make_plan(config: Config, info, strategy) -> Plan:
     raise UserError(f'--batch_size={config.batch_size} is larger than the '
                     f'{info.num_train_examples} training examples of {info.name}')
   total = config.train_steps or config.epochs * steps_per_epoch
-  return Plan(steps_per_epoch=steps_per_epoch, total_steps=total, per_replica_batch=per_replica)
+  return Plan(steps_per_epoch=steps_per_epoch, total_steps=total, per_replica_batch=per_replica,
+              checkpoint_every_steps=config.checkpoint_every_steps)
 
 
 def default_model_dir(config: Config) -> str:
@@ -178,19 +196,18 @@ def evaluate(trainer: Trainer, eval_dataset, eval_steps: int):
   return trainer.eval_sums.result()
 
 
-def _write_json(path: str, payload: dict) -> None:
-  # Write then rename: a crash mid-write must not leave a half file that looks valid.
-  tmp = path + '.tmp'
-  with tf.io.gfile.GFile(tmp, 'w') as f:
-    f.write(json.dumps(payload, indent=2, sort_keys=True) + '\n')
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+def _signature(info) -> dict:
+  """What a checkpoint must match to be resumed: the model's shape and the data set."""
+  return {'dataset': info.name, 'image_shape': list(info.image_shape),
+          'num_classes': info.num_classes}
 
 
 def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy] = None,
-                       source=None) -> 'Outcome':
-  """Trains per `config`; returns the final evaluation and the trained model.
+                       source=None) -> Outcome:
+  """Trains per `config`, resuming from --model_dir's checkpoints; returns the final eval.
 
   `strategy` and `source` are injectable so tests can run on logical devices and small data.
+  Raises checkpointing.Preempted after saving when SIGTERM/SIGINT arrives.
   """
   config.validate()
   if strategy is None:
@@ -198,6 +215,8 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
   model_dir = default_model_dir(config)
   chief = strategy_lib.is_chief(strategy)
   keras.utils.set_random_seed(config.seed)
+  if config.deterministic:
+    tf.config.experimental.enable_op_determinism()
   if source is None:
     source = input_pipeline.create_source(config.dataset, config.data_dir,
                                           config.train_split, config.eval_split)
@@ -212,16 +231,32 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
 
-  if chief:
-    tf.io.gfile.makedirs(model_dir)
-    _write_json(os.path.join(model_dir, CONFIG_FILE), dataclasses.asdict(config))
-    trainer.model.summary(print_fn=lambda line, *_: logging.info('%s', line))
-  logging.info('%s | global batch %d, per-replica batch %d | %d steps/epoch, %d steps in all '
-               '| data %s (%d train / %d eval examples) | run folder %s',
-               strategy_lib.describe(strategy), config.batch_size, plan.per_replica_batch,
-               plan.steps_per_epoch, plan.total_steps, info.name, info.num_train_examples,
-               info.num_eval_examples, model_dir)
+  checkpoints = checkpointing.Checkpoints(model_dir, trainer.model, trainer.optimizer, strategy,
+                                          config.keep_checkpoints, _signature(info))
+  watcher = checkpointing.PreemptionWatcher(strategy, checkpoints)
+  try:
+    # Restore before writing anything: an incompatible run folder must stay untouched.
+    resumed = checkpoints.restore()
+    if chief:
+      tf.io.gfile.makedirs(model_dir)
+      checkpointing.write_json(os.path.join(model_dir, CONFIG_FILE), dataclasses.asdict(config))
+      trainer.model.summary(print_fn=lambda line, *_: logging.info('%s', line))
+    logging.info('%s | global batch %d, per-replica batch %d | %d steps/epoch, %d steps in all '
+                 '| data %s (%d train / %d eval examples) | run folder %s',
+                 strategy_lib.describe(strategy), config.batch_size, plan.per_replica_batch,
+                 plan.steps_per_epoch, plan.total_steps, info.name, info.num_train_examples,
+                 info.num_eval_examples, model_dir)
+    if resumed is not None:
+      logging.info('resumed from step %d (epoch %d) of %s', resumed, plan.epoch_of(resumed),
+                   checkpoints.directory)
+    return _run(config, strategy, source, plan, trainer, checkpoints, watcher, model_dir,
+                chief)
+  finally:
+    watcher.close()
 
+
+def _run(config, strategy, source, plan, trainer, checkpoints, watcher, model_dir, chief):
+  info = source.info
   train_iterator = input_pipeline.distributed_train_iterator(
       strategy, source, config.batch_size, plan.steps_per_epoch, config.seed,
       config.shuffle_buffer, start_step=trainer.step)
@@ -231,10 +266,8 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
   start = time.time()
   train_seconds = 0.0
   eval_result = None
-  epochs_total = -(-plan.total_steps // plan.steps_per_epoch)
   while trainer.step < plan.total_steps:
-    step = trainer.step
-    size = plan.loop_size(step, config.steps_per_loop)
+    size = plan.loop_size(trainer.step, config.steps_per_loop)
     trainer.train_sums.reset()
     loop_start = time.time()
     trainer.train_loop(train_iterator, tf.constant(size))
@@ -242,19 +275,24 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
     elapsed = time.time() - loop_start
     train_seconds += elapsed
     step = trainer.step
+    # Checked before any save: a diverged model must never replace a good checkpoint.
     if not math.isfinite(loss) or not trainer.weights_finite():
       raise UserError(f'training diverged by step {step} (loss {loss}, or non-finite weights); '
+                      f'the last good checkpoint is kept in {checkpoints.directory}; '
                       'lower --learning_rate or check the data')
-    rate = size * config.batch_size / elapsed
-    eta = (plan.total_steps - step) * elapsed / size
     logging.info('epoch %d/%d  step %d/%d  loss %.4f  accuracy %.4f  %.0f examples/s  ETA %s',
-                 plan.epoch_of(step - 1), epochs_total, step, plan.total_steps, loss,
-                 accuracy, rate, _format_duration(eta))
-    if step % plan.steps_per_epoch == 0 or step == plan.total_steps:
-      eval_loss, eval_accuracy, count = evaluate(trainer, eval_data, eval_steps)
-      eval_result = (eval_loss, eval_accuracy, count)
+                 plan.epoch_of(step - 1), plan.epochs, step, plan.total_steps, loss, accuracy,
+                 size * config.batch_size / elapsed,
+                 _format_duration((plan.total_steps - step) * elapsed / size))
+    watcher.check(step, checkpoints)
+    if plan.is_epoch_end(step):
+      eval_result = evaluate(trainer, eval_data, eval_steps)
       logging.info('epoch %d/%d  eval  loss %.4f  accuracy %.4f  (%d examples)',
-                   plan.epoch_of(step - 1), epochs_total, eval_loss, eval_accuracy, count)
+                   plan.epoch_of(step - 1), plan.epochs, *eval_result)
+      if checkpoints.maybe_save_best(step, eval_result[1]):
+        logging.info('new best eval accuracy %.4f at step %d', eval_result[1], step)
+    if plan.is_checkpoint_step(step):
+      checkpoints.save(step)
 
   if eval_result is None:  # Nothing left to train: report on the model as it is.
     eval_result = evaluate(trainer, eval_data, eval_steps)
@@ -272,5 +310,9 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
                results['eval_examples'], results['global_step'],
                _format_duration(train_seconds))
   if chief:
-    _write_json(os.path.join(model_dir, RESULTS_FILE), results)
+    export_dir = config.export_dir or export.default_export_dir(model_dir)
+    export.export_saved_model(trainer.model, info.class_names, export_dir)
+    logging.info('exported the model to %s (serving signature: uint8 images -> '
+                 'probabilities, class names)', export_dir)
+    checkpointing.write_json(os.path.join(model_dir, RESULTS_FILE), results)
   return Outcome(metrics=results, model_dir=model_dir, trainer=trainer)

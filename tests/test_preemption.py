@@ -1,0 +1,91 @@
+"""Killed and preempted runs, as a scheduler does it: real processes, real signals."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import REPO
+from trainer.errors import EXIT_PREEMPTED
+
+pytestmark = pytest.mark.slow
+
+
+def _command(cifar_dir, model_dir, *extra):
+  # 3200 real examples: 50 steps per epoch at batch 64, so a run takes seconds.
+  return [sys.executable, '-m', 'trainer.main', f'--data_dir={cifar_dir}',
+          '--train_split=train[:3200]', '--eval_split=test[:500]', f'--model_dir={model_dir}',
+          '--steps_per_loop=5', *extra]
+
+
+def _run(command):
+  result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stderr
+
+
+def _run_until(command, pattern):
+  """Starts `command`, returns (process, output so far) once a line contains `pattern`."""
+  process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE,
+                             stdout=subprocess.DEVNULL, text=True)
+  lines = []
+  for line in process.stderr:
+    lines.append(line)
+    if pattern in line:
+      return process, lines
+  process.wait()
+  raise AssertionError(f'{pattern!r} never appeared:\n' + ''.join(lines[-30:]))
+
+
+def _finish(process, lines):
+  lines.extend(process.stderr)
+  process.wait(timeout=120)
+  return ''.join(lines)
+
+
+def _variables(checkpoint):
+  reader = tf.train.load_checkpoint(checkpoint)
+  return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(checkpoint)}
+
+
+def test_sigkill_then_rerun_ends_with_the_uninterrupted_weights(tmp_path, cifar_dir):
+  flags = ['--epochs=2', '--checkpoint_every_steps=10', '--deterministic']
+  _run(_command(cifar_dir, tmp_path / 'straight', *flags))
+
+  killed = tmp_path / 'killed'
+  process, lines = _run_until(_command(cifar_dir, killed, *flags), 'ckpt-40')
+  process.kill()
+  process.wait()
+  assert not (killed / 'results.json').exists()
+  output = _run(_command(cifar_dir, killed, *flags))
+  assert 'resumed from step 40' in output or 'resumed from step 50' in output
+  straight = _variables(str(tmp_path / 'straight' / 'checkpoints' / 'ckpt-100'))
+  resumed = _variables(str(killed / 'checkpoints' / 'ckpt-100'))
+  assert straight.keys() == resumed.keys()
+  for name, value in straight.items():
+    np.testing.assert_array_equal(value, resumed[name], err_msg=name)
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_at_the_current_step_and_the_rerun_repeats_none(tmp_path, cifar_dir,
+                                                                     signum):
+  # Checkpoints only at epoch ends (50, 100): the signal's save is the only one in between.
+  flags = ['--epochs=2', '--checkpoint_every_steps=0']
+  process, lines = _run_until(_command(cifar_dir, tmp_path, *flags), 'step 15/100')
+  process.send_signal(signum)
+  output = _finish(process, lines)
+  assert process.returncode == EXIT_PREEMPTED, output[-3000:]
+  last = output.strip().splitlines()[-1]
+  assert last.startswith('stopped: preempted: checkpoint saved at step ')
+  step = int(last.split('step ')[1].split(';')[0])
+  assert 15 <= step < 50 and step % 5 == 0
+  assert tf.train.latest_checkpoint(str(tmp_path / 'checkpoints')).endswith(f'ckpt-{step}')
+
+  rerun = _run(_command(cifar_dir, tmp_path, *flags))
+  assert f'resumed from step {step}' in rerun
+  progress = [line for line in rerun.splitlines() if '/100  loss' in line]
+  assert f'step {step + 5}/100' in progress[0]
