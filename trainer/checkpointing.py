@@ -83,6 +83,7 @@ class Checkpoints:
     best = _read_json(os.path.join(self._best_dir, BEST_FILE))
     self.best_accuracy = best['eval_accuracy'] if best else float('-inf')
     self.last_saved_step = None
+    self.restored_path = None
 
   def _check_signature(self):
     saved = _read_json(os.path.join(self.directory, SIGNATURE_FILE))
@@ -116,6 +117,7 @@ class Checkpoints:
         continue
       step = _step_of(path)
       self.last_saved_step = step
+      self.restored_path = path
       return step
     raise UserError(f'no intact checkpoint in {self.directory} (all {len(paths)} are damaged); '
                     'move that folder away to start over')

@@ -247,8 +247,8 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
                  plan.steps_per_epoch, plan.total_steps, info.name, info.num_train_examples,
                  info.num_eval_examples, model_dir)
     if resumed is not None:
-      logging.info('resumed from step %d (epoch %d) of %s', resumed, plan.epoch_of(resumed),
-                   checkpoints.directory)
+      logging.info('resumed from step %d (epoch %d): %s', resumed, plan.epoch_of(resumed),
+                   checkpoints.restored_path)
     return _run(config, strategy, source, plan, trainer, checkpoints, watcher, model_dir,
                 chief)
   finally:
