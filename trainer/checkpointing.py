@@ -1,7 +1,7 @@
 """Checkpoints in the run folder: periodic saves, resume, the best model, and preemption.
 
 Layout under --model_dir:
-  checkpoints/ckpt-<step>.*   model + optimizer (its step counter is the global step)
+  checkpoints/ckpt-<step>.*   model, optimizer and the global step (batches consumed)
   checkpoints/signature.json  what the checkpoints were trained on, checked before resuming
   best/ckpt-<step>.*, best/best.json   the weights with the best eval accuracy so far
 
@@ -72,11 +72,12 @@ class _Writer:
 class Checkpoints:
   """Saving and restoring the training state of one run folder."""
 
-  def __init__(self, model_dir: str, model, optimizer, strategy, keep: int, signature: dict):
+  def __init__(self, model_dir: str, model, optimizer, step, strategy, keep: int,
+               signature: dict):
     self.directory = os.path.join(model_dir, CHECKPOINT_DIR)
     self.preemption_directory = os.path.join(model_dir, PREEMPTION_DIR)
     self._signature = signature
-    self._checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    self._checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
     self._writer = _Writer(self._checkpoint, self.directory, strategy, keep)
     self._best_dir = os.path.join(model_dir, BEST_DIR)
     self._best = _Writer(tf.train.Checkpoint(model=model), self._best_dir, strategy, 1)

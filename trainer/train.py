@@ -76,6 +76,10 @@ class Trainer:
       # build them now, on the model's variables, inside the scope.
       optimizer.build(self.model.trainable_variables)
       self.optimizer = optimizer
+      # Batches consumed, which positions the data stream on resume. Not the optimizer's
+      # step count: a float16 step with overflowing gradients is skipped, not applied.
+      self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step',
+                                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
       self.train_sums = _Sums('train')
       self.eval_sums = _Sums('eval')
     self._gradients = tf.function(self._compute_gradients, jit_compile=True) \
@@ -90,13 +94,25 @@ class Trainer:
       per_example_loss = _per_example_loss(labels, logits)
       # Averaged over the *global* batch: the optimizer sums gradients across replicas.
       loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=self.global_batch)
-      if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+      if self.loss_scaled:
         loss = self.optimizer.scale_loss(loss)
     return tape.gradient(loss, variables), logits, per_example_loss
+
+  @property
+  def loss_scaled(self) -> bool:
+    return isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
 
   def _train_step(self, inputs):
     images, labels = inputs
     grads, logits, per_example_loss = self._gradients(images, labels)
+    replicas = self.strategy.num_replicas_in_sync
+    if self.loss_scaled and replicas > 1:
+      # Keras' LossScaleOptimizer tests each replica's *local* gradients for overflow, so
+      # replicas could disagree on skipping a step and then deadlock in the all-reduce.
+      # Reducing first gives every replica the same verdict; dividing by the replica count
+      # undoes the sum the optimizer applies again.
+      context = tf.distribute.get_replica_context()
+      grads = [g / replicas for g in context.all_reduce(tf.distribute.ReduceOp.SUM, grads)]
     self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
     self.train_sums.add(labels, logits, per_example_loss, tf.ones_like(per_example_loss))
 
@@ -104,6 +120,7 @@ class Trainer:
     # Several steps per host call: the Python overhead is paid once per loop, not per step.
     for _ in tf.range(steps):
       self.strategy.run(self._train_step, args=(next(iterator),))
+    self.global_step.assign_add(tf.cast(steps, tf.int64))
 
   def _eval_step(self, inputs):
     images, labels, weights = inputs
@@ -122,7 +139,12 @@ class Trainer:
 
   @property
   def step(self) -> int:
-    return int(self.optimizer.iterations.numpy())
+    return int(self.global_step.numpy())
+
+  @property
+  def skipped_steps(self) -> int:
+    """Steps whose float16 gradients overflowed, so the loss scale dropped instead."""
+    return self.step - int(self.optimizer.iterations.numpy())
 
 
 @dataclasses.dataclass
@@ -231,7 +253,8 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
 
-  checkpoints = checkpointing.Checkpoints(model_dir, trainer.model, trainer.optimizer, strategy,
+  checkpoints = checkpointing.Checkpoints(model_dir, trainer.model, trainer.optimizer,
+                                          trainer.global_step, strategy,
                                           config.keep_checkpoints, _signature(info))
   watcher = checkpointing.PreemptionWatcher(strategy, checkpoints)
   try:
@@ -280,10 +303,12 @@ def _run(config, strategy, source, plan, trainer, checkpoints, watcher, model_di
       raise UserError(f'training diverged by step {step} (loss {loss}, or non-finite weights); '
                       f'the last good checkpoint is kept in {checkpoints.directory}; '
                       'lower --learning_rate or check the data')
-    logging.info('epoch %d/%d  step %d/%d  loss %.4f  accuracy %.4f  %.0f examples/s  ETA %s',
+    logging.info('epoch %d/%d  step %d/%d  loss %.4f  accuracy %.4f  %.0f examples/s  ETA %s%s',
                  plan.epoch_of(step - 1), plan.epochs, step, plan.total_steps, loss, accuracy,
                  size * config.batch_size / elapsed,
-                 _format_duration((plan.total_steps - step) * elapsed / size))
+                 _format_duration((plan.total_steps - step) * elapsed / size),
+                 f'  loss scale {float(trainer.optimizer.dynamic_scale.numpy()):g}, '
+                 f'{trainer.skipped_steps} skipped steps' if trainer.loss_scaled else '')
     watcher.check(step, checkpoints)
     if plan.is_epoch_end(step):
       eval_result = evaluate(trainer, eval_data, eval_steps)

@@ -1,0 +1,96 @@
+"""Mixed precision, XLA and multi-step loops: faster paths must train like the plain one."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import make_source
+from trainer import train
+from trainer.config import Config
+
+
+def _config(tmp_path, **overrides):
+  values = dict(model_dir=str(tmp_path / 'run'), batch_size=32, epochs=0, train_steps=32,
+                steps_per_loop=8, learning_rate=3e-3, shuffle_buffer=1)
+  values.update(overrides)
+  return Config(**values)
+
+
+def _losses(caplog):
+  return [float(line.split('  loss ')[1].split()[0]) for line in caplog.text.splitlines()
+          if '/32  loss ' in line]
+
+
+@pytest.mark.parametrize('policy,compute_dtype', [('mixed_float16', 'float16'),
+                                                  ('mixed_bfloat16', 'bfloat16')])
+def test_mixed_precision_trains_with_float32_logits(tmp_path, caplog, policy, compute_dtype):
+  caplog.set_level('INFO')
+  outcome = train.train_and_evaluate(_config(tmp_path, mixed_precision=policy), None,
+                                     make_source())
+  model = outcome.trainer.model
+  assert model.layers[0].compute_dtype == compute_dtype
+  assert model.layers[0].kernel.dtype == 'float32'  # Variables stay float32.
+  assert model(np.zeros((1, 32, 32, 3), np.float32)).dtype == tf.float32
+  losses = _losses(caplog)
+  assert losses[-1] < losses[0] - 0.2
+  assert outcome.metrics['eval_accuracy'] > 0.3
+  assert ('loss scale' in caplog.text) == (policy == 'mixed_float16')
+  assert keras_policy_is_float32()  # The run leaves no global policy behind.
+
+
+def keras_policy_is_float32():
+  import keras  # pylint: disable=g-import-not-at-top
+  return keras.mixed_precision.global_policy().name == 'float32'
+
+
+@pytest.mark.parametrize('replicas', [1, 2])
+def test_float16_overflow_skips_the_step_and_lowers_the_loss_scale(tmp_path, replicas):
+  import keras  # pylint: disable=g-import-not-at-top
+  from trainer import input_pipeline  # pylint: disable=g-import-not-at-top
+  devices = [d.name for d in tf.config.list_logical_devices('CPU')[:replicas]]
+  strategy = tf.distribute.MirroredStrategy(devices)
+  config = _config(tmp_path, mixed_precision='mixed_float16')
+  source = make_source()
+  keras.mixed_precision.set_global_policy('mixed_float16')
+  try:
+    trainer = train.Trainer(config, strategy, source.info)
+  finally:
+    keras.mixed_precision.set_global_policy('float32')
+  before = trainer.model.get_weights()
+  trainer.optimizer.dynamic_scale.assign(3e38)  # Any real loss times this overflows.
+  iterator = input_pipeline.distributed_train_iterator(strategy, source, 32, 16, 0, 1)
+  trainer.train_loop(iterator, tf.constant(1))
+  assert trainer.step == 1 and trainer.skipped_steps == 1
+  assert float(trainer.optimizer.dynamic_scale.numpy()) == pytest.approx(1.5e38)
+  for a, b in zip(before, trainer.model.get_weights()):
+    np.testing.assert_array_equal(a, b)
+  trainer.optimizer.dynamic_scale.assign(1024.0)
+  trainer.train_loop(iterator, tf.constant(1))
+  assert trainer.step == 2 and trainer.skipped_steps == 1  # This one was applied.
+  assert bool(trainer.weights_finite())
+  assert not np.array_equal(before[0], trainer.model.get_weights()[0])
+
+
+def _final_weights(tmp_path, name, **overrides):
+  outcome = train.train_and_evaluate(
+      _config(tmp_path / name, **overrides), tf.distribute.OneDeviceStrategy('/cpu:0'),
+      make_source())
+  return outcome.trainer.model.get_weights()
+
+
+def test_steps_per_loop_does_not_change_training(tmp_path):
+  one = _final_weights(tmp_path, 'one', steps_per_loop=1)
+  many = _final_weights(tmp_path, 'many', steps_per_loop=16)
+  for a, b in zip(one, many):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_xla_gives_the_same_loss_curve(tmp_path, caplog):
+  caplog.set_level('INFO')
+  _final_weights(tmp_path, 'plain')
+  plain = _losses(caplog)
+  caplog.clear()
+  _final_weights(tmp_path, 'xla', jit_compile=True)
+  xla = _losses(caplog)
+  assert len(plain) == len(xla) == 4
+  np.testing.assert_allclose(plain, xla, rtol=2e-3)
