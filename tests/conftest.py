@@ -3,6 +3,7 @@ MirroredStrategy has two replicas on any machine."""
 
 import os
 import pathlib
+import socket
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
@@ -34,6 +35,17 @@ def make_source(num_train=512, num_eval=100, shape=(32, 32, 3), num_classes=10, 
 
   return input_pipeline.InMemorySource(
       'random', split(num_train), split(num_eval), [f'c{i}' for i in range(num_classes)])
+
+
+def free_ports(count):
+  """Localhost ports that were free a moment ago (for servers and workers the tests start)."""
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(('localhost', 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
 
 
 @pytest.fixture

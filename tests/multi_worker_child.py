@@ -17,7 +17,7 @@ from trainer.config import Config
 
 def main(model_dir, out):
   config = Config(strategy='multi_worker', model_dir=model_dir, batch_size=32, epochs=0,
-                  train_steps=12, steps_per_loop=4)
+                  train_steps=12, steps_per_loop=4, profile_steps='5,6')
   strategy = strategy_lib.create_strategy('multi_worker')
   outcome = train.train_and_evaluate(config, strategy, make_source())
   np.savez(out, *outcome.trainer.model.get_weights(),

@@ -121,3 +121,11 @@ def test_synthetic_data_stays_on_the_replica_devices(mirrored):
   images = first[0].values  # The copies of a mirrored variable, one per replica.
   assert [tuple(t.shape) for t in images] == [(4, 32, 32, 3)] * 2
   assert images[0].device.endswith('CPU:0') and images[1].device.endswith('CPU:1')
+
+
+def test_first_examples_are_the_stored_training_examples_in_order():
+  source = _id_source(num_train=40, num_eval=10)
+  images, labels = input_pipeline.first_examples(source, 25)
+  assert images.dtype == np.uint8 and images.shape == (25, 8, 8, 3)
+  np.testing.assert_array_equal(_ids(images / 255.0), np.arange(25))
+  assert labels == [i % 10 for i in range(25)]

@@ -26,6 +26,7 @@ def run_main(*args, env=None, timeout=120):
     (['--dataset=no_such_dataset'], {}, "unknown --dataset='no_such_dataset'"),
     (['--batch_size=0'], {}, '--batch_size must be positive, got 0'),
     (['--epochs=-1'], {}, '--epochs must not be negative'),
+    (['--profile_steps=5'], {}, "--profile_steps must be START,END with 1 <= START <= END"),
     (['--strategy=mirrored', '--num_cpu_devices=2', '--batch_size=63', '--dataset=synthetic'],
      {}, '--batch_size=63 (the global batch) does not divide among 2 replicas'),
     (['--strategy=tpu', '--dataset=synthetic'], {}, '--strategy=tpu found no TPU'),
@@ -58,9 +59,12 @@ def test_missing_dataset_without_network_fails_within_seconds(tmp_path):
 def test_a_short_run_writes_its_run_folder(tmp_path):
   model_dir = tmp_path / 'run'
   result, _ = run_main('--dataset=synthetic', '--train_steps=3', '--steps_per_loop=2',
-                       f'--model_dir={model_dir}')
+                       f'--model_dir={model_dir}', f'--tensorboard_dir={tmp_path / "logs"}',
+                       '--profile_steps=2,2')
   assert result.returncode == 0, result.stderr[-2000:]
   results = json.loads((model_dir / 'results.json').read_text())
   assert results['global_step'] == 3 and results['eval_examples'] == 10_000
   assert json.loads((model_dir / 'config.json').read_text())['train_steps'] == 3
   assert 'final test loss' in result.stderr
+  assert list((tmp_path / 'logs' / 'eval').glob('events.out.tfevents.*'))
+  assert list((tmp_path / 'logs').glob('train/plugins/profile/*/*.xplane.pb'))

@@ -2,26 +2,15 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_ports
 
 pytestmark = pytest.mark.slow
-
-
-def free_ports(count):
-  sockets = [socket.socket() for _ in range(count)]
-  for s in sockets:
-    s.bind(('localhost', 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
 
 
 def test_two_workers_train_to_identical_weights(tmp_path):
@@ -49,3 +38,8 @@ def test_two_workers_train_to_identical_weights(tmp_path):
     np.testing.assert_array_equal(a, b)
   # Only the chief (worker 0) writes the run folder's files.
   assert (tmp_path / 'run' / 'results.json').exists()
+  # TensorBoard's too: event files are named events.out.tfevents.<time>.<host>.<pid>.<n>.v2.
+  event_files = list((tmp_path / 'run').rglob('events.out.tfevents.*'))
+  assert {f.parent.name for f in event_files} == {'run', 'train', 'eval'}
+  assert {int(f.name.split('.')[-3]) for f in event_files} == {processes[0].pid}
+  assert len(list((tmp_path / 'run').glob('train/plugins/profile/*/*.xplane.pb'))) == 1

@@ -1,8 +1,10 @@
 """--profile_steps: which host calls are profiled, and the trace file TensorBoard reads."""
 
+import pytest
 import tensorflow as tf
 
 from trainer import profiling
+from trainer.errors import UserError
 
 
 def test_loops_are_cut_at_the_window_edges():
@@ -12,6 +14,8 @@ def test_loops_are_cut_at_the_window_edges():
   assert window.clip(20, 100) == 100
   assert window.clip(0, 5) == 5
   assert profiling.ProfileWindow(None, '/unused').clip(0, 7) == 7
+  # A non-chief worker traces nothing, but its loops must match the chief's step for step.
+  assert profiling.ProfileWindow((12, 20), '/unused', enabled=False).clip(11, 100) == 9
 
 
 def test_a_window_writes_one_trace_of_its_steps(tmp_path):
@@ -40,3 +44,10 @@ def test_no_window_or_a_non_chief_profiles_nothing(tmp_path):
     assert not window.active
     window.after_loop(2)
   assert not list(tmp_path.iterdir())
+
+
+def test_a_window_after_the_last_step_is_a_clear_error():
+  with pytest.raises(UserError, match=r'--profile_steps=40,50 starts after the last training '
+                                      r'step \(32\)'):
+    profiling.ProfileWindow((40, 50), '/unused', total_steps=32)
+  profiling.ProfileWindow((30, 50), '/unused', total_steps=32)  # Ends with the run: fine.

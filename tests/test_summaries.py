@@ -59,6 +59,8 @@ def test_scalars_images_and_hparams_read_back(tmp_path):
 
 
 def test_a_disabled_writer_leaves_no_file(tmp_path):
+  summaries.RunSummaries(str(tmp_path / 'unused')).close()
+  assert not (tmp_path / 'unused').exists()  # Folders appear with their first summary.
   run = summaries.RunSummaries(str(tmp_path / 'run'), enabled=False)
   run.hparams({'seed': 1}, trial_id='x')
   run.final_metrics(1, eval_loss=1.0, eval_accuracy=0.5)

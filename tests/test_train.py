@@ -75,11 +75,6 @@ def test_nan_weights_stop_the_run(tmp_path):
     train.train_and_evaluate(_config(tmp_path, shuffle_buffer=1), None, source)
 
 
-def test_multi_worker_needs_an_explicit_model_dir():
-  with pytest.raises(UserError, match='needs an explicit --model_dir'):
-    train.default_model_dir(Config(strategy='multi_worker'))
-
-
 def test_learns_real_cifar10(tmp_path, cifar_dir):
   """A few hundred steps on the real data must clearly beat chance (10%)."""
   config = Config(data_dir=cifar_dir, model_dir=str(tmp_path / 'run'), epochs=0,

@@ -5,7 +5,7 @@ it directly.
 """
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Tuple
 
 from trainer.errors import UserError
 
@@ -41,6 +41,11 @@ class Config:
   deterministic: bool = False
   export_dir: Optional[str] = None  # Default: <model_dir>/export.
 
+  # Default: $AIP_TENSORBOARD_LOG_DIR / $AIP_CHECKPOINT_DIR, else model_dir (trainer/run_dirs.py).
+  tensorboard_dir: Optional[str] = None
+  checkpoint_dir: Optional[str] = None
+  profile_steps: str = ''  # 'START,END': trace training steps START..END (1-based).
+
   def validate(self) -> 'Config':
     """Raises UserError for values no run could use; returns self for chaining."""
     if self.strategy not in STRATEGIES:
@@ -65,7 +70,27 @@ class Config:
       raise UserError('--tpu only applies to --strategy=tpu')
     if not self.dataset:
       raise UserError('--dataset must not be empty')
+    parse_profile_steps(self.profile_steps)
     return self
+
+  @property
+  def profile_window(self) -> Optional[Tuple[int, int]]:
+    return parse_profile_steps(self.profile_steps)
 
   def replace(self, **changes) -> 'Config':
     return dataclasses.replace(self, **changes)
+
+
+def parse_profile_steps(text: str) -> Optional[Tuple[int, int]]:
+  """(first, last) training step to profile from 'START,END'; None for ''."""
+  if not text:
+    return None
+  parts = text.split(',')
+  try:
+    first, last = (int(part) for part in parts)
+  except ValueError:
+    first = last = 0
+  if not 1 <= first <= last:
+    raise UserError(f'--profile_steps must be START,END with 1 <= START <= END (the first and '
+                    f'last training step to trace), got {text!r}')
+  return first, last

@@ -7,42 +7,53 @@ from trainer.config import Config, MIXED_PRECISION, STRATEGIES
 _DEFAULTS = Config()
 
 
-def define_flags() -> None:
-  """Defines every trainer flag on absl's global FLAGS (once per process)."""
-  d = _DEFAULTS
-  flags.DEFINE_string('dataset', d.dataset, 'TFDS image classification data set (image/label '
-                      'features), or "synthetic" for random device-resident data.')
-  flags.DEFINE_string('data_dir', d.data_dir, 'TFDS data folder (local or any TF filesystem, '
-                      'e.g. gs://); default: TFDS\'s own (~/tensorflow_datasets).')
-  flags.DEFINE_string('train_split', d.train_split, 'TFDS split to train on.')
-  flags.DEFINE_string('eval_split', d.eval_split, 'TFDS split to evaluate on after each epoch.')
-  flags.DEFINE_string('model_dir', d.model_dir, 'Run folder for config, results (later: '
-                      'checkpoints, summaries); default: runs/<timestamp>.')
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Defines every trainer flag on `flag_values` (absl's global FLAGS by default).
+
+  Each flag is a Config field of the same name, with the Config default.
+  """
+  def define(kind, name, help_text):
+    getattr(flags, f'DEFINE_{kind}')(name, getattr(_DEFAULTS, name), help_text,
+                                     flag_values=flag_values)
+
+  define('string', 'dataset', 'TFDS image classification data set (image/label features), '
+         'or "synthetic" for random device-resident data.')
+  define('string', 'data_dir', 'TFDS data folder (local or any TF filesystem, e.g. gs://); '
+         'default: TFDS\'s own (~/tensorflow_datasets).')
+  define('string', 'train_split', 'TFDS split to train on.')
+  define('string', 'eval_split', 'TFDS split to evaluate on after each epoch.')
+  define('string', 'model_dir', 'Run folder: config, results, checkpoints, export, '
+         'summaries; default: $AIP_MODEL_DIR, else runs/<timestamp>.')
   # Strings, not enums: Config.validate() gives the one-line error for a wrong choice.
-  flags.DEFINE_string('strategy', d.strategy, f'tf.distribute strategy: {", ".join(STRATEGIES)}.')
-  flags.DEFINE_integer('num_cpu_devices', d.num_cpu_devices, 'With --strategy=mirrored: split '
-                       'the CPU into this many logical devices (replicas); 0 uses the GPUs.')
-  flags.DEFINE_string('tpu', d.tpu, 'With --strategy=tpu: TPU name or grpc:// address; '
-                      'empty for the TPU VM this runs on.')
-  flags.DEFINE_integer('batch_size', d.batch_size, 'Global batch size (all replicas).')
-  flags.DEFINE_float('learning_rate', d.learning_rate, 'Adam learning rate.')
-  flags.DEFINE_integer('epochs', d.epochs, 'Epochs to train (ignored if --train_steps > 0).')
-  flags.DEFINE_integer('train_steps', d.train_steps, 'Total train steps; 0: from --epochs.')
-  flags.DEFINE_integer('steps_per_loop', d.steps_per_loop, 'Train steps per host call (one '
-                       'tf.function call); progress is logged after each.')
-  flags.DEFINE_integer('seed', d.seed, 'Seed for initial weights and data order.')
-  flags.DEFINE_integer('shuffle_buffer', d.shuffle_buffer, 'Examples in the shuffle buffer '
-                       'per input pipeline (>= split size: a full shuffle).')
-  flags.DEFINE_string('mixed_precision', d.mixed_precision,
-                      f'Keras mixed-precision policy: {", ".join(MIXED_PRECISION)}.')
-  flags.DEFINE_bool('jit_compile', d.jit_compile, 'Compile the train step with XLA.')
-  flags.DEFINE_integer('checkpoint_every_steps', d.checkpoint_every_steps, 'Save a checkpoint '
-                       'every N steps (and at every epoch end); 0: epoch ends only.')
-  flags.DEFINE_integer('keep_checkpoints', d.keep_checkpoints, 'Keep the newest N checkpoints.')
-  flags.DEFINE_bool('deterministic', d.deterministic, 'TF op determinism: a resumed run ends '
-                    'with exactly the weights of an uninterrupted one (CPU; see README).')
-  flags.DEFINE_string('export_dir', d.export_dir, 'Where the final SavedModel goes; default '
-                      '<model_dir>/export.')
+  define('string', 'strategy', f'tf.distribute strategy: {", ".join(STRATEGIES)}.')
+  define('integer', 'num_cpu_devices', 'With --strategy=mirrored: split the CPU into this '
+         'many logical devices (replicas); 0 uses the GPUs.')
+  define('string', 'tpu', 'With --strategy=tpu: TPU name or grpc:// address; empty for the '
+         'TPU VM this runs on.')
+  define('integer', 'batch_size', 'Global batch size (all replicas).')
+  define('float', 'learning_rate', 'Adam learning rate.')
+  define('integer', 'epochs', 'Epochs to train (ignored if --train_steps > 0).')
+  define('integer', 'train_steps', 'Total train steps; 0: from --epochs.')
+  define('integer', 'steps_per_loop', 'Train steps per host call (one tf.function call); '
+         'progress is logged after each.')
+  define('integer', 'seed', 'Seed for initial weights and data order.')
+  define('integer', 'shuffle_buffer', 'Examples in the shuffle buffer per input pipeline '
+         '(>= split size: a full shuffle).')
+  define('string', 'mixed_precision', f'Keras mixed-precision policy: '
+         f'{", ".join(MIXED_PRECISION)}.')
+  define('bool', 'jit_compile', 'Compile the forward/backward pass with XLA.')
+  define('integer', 'checkpoint_every_steps', 'Save a checkpoint every N steps (and at every '
+         'epoch end); 0: epoch ends only.')
+  define('integer', 'keep_checkpoints', 'Keep the newest N checkpoints.')
+  define('bool', 'deterministic', 'TF op determinism: a resumed run ends with exactly the '
+         'weights of an uninterrupted one (CPU; see README).')
+  define('string', 'export_dir', 'Where the final SavedModel goes; default <model_dir>/export.')
+  define('string', 'tensorboard_dir', 'Where TensorBoard summaries go (train/, eval/); '
+         'default $AIP_TENSORBOARD_LOG_DIR, else --model_dir.')
+  define('string', 'checkpoint_dir', 'Where checkpoints go; default $AIP_CHECKPOINT_DIR, '
+         'else --model_dir.')
+  define('string', 'profile_steps', 'START,END: trace training steps START to END (1-based) '
+         'with the TensorFlow profiler, for TensorBoard\'s Profile tab; empty: no trace.')
 
 
 def config_from_flags(values: flags.FlagValues = flags.FLAGS) -> Config:

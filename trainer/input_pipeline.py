@@ -10,6 +10,7 @@ import math
 from typing import Optional, Protocol, Sequence, Tuple
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 
 from trainer.errors import UserError
@@ -174,6 +175,15 @@ class SyntheticSource:
                                         dtype=tf.int32)
     example = (tf.cast(image, tf.uint8), tf.constant(0, tf.int64))
     return tf.data.Dataset.from_tensors(example).repeat(size)
+
+
+def first_examples(source: Source, count: int):
+  """The first `count` training examples as stored: (images [N, H, W, C], labels [N])."""
+  images, labels = [], []
+  for image, label in source.read('train', 0, 1).take(count).as_numpy_iterator():
+    images.append(image)
+    labels.append(int(label))
+  return np.stack(images), labels
 
 
 def _scale(images, labels, *rest):

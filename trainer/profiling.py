@@ -10,16 +10,25 @@ from typing import Optional, Tuple
 from absl import logging
 import tensorflow as tf
 
+from trainer.errors import UserError
+
 
 class ProfileWindow:
   """Profiles training steps `first`..`last` (1-based, inclusive, as the logs count them).
 
   The train loop runs many steps per host call; `clip` shortens calls so that one starts
   right at `first` and one ends right at `last`, making the trace hold exactly those steps.
+  With `enabled=False` (a non-chief worker) it traces nothing but cuts the calls alike:
+  workers whose loops differ in length would wait on each other's collectives forever.
   """
 
-  def __init__(self, steps: Optional[Tuple[int, int]], logdir: str, enabled: bool = True):
-    self._first, self._last = steps if steps and enabled else (None, None)
+  def __init__(self, steps: Optional[Tuple[int, int]], logdir: str, enabled: bool = True,
+               total_steps: Optional[int] = None):
+    if steps and total_steps is not None and steps[0] > total_steps:
+      raise UserError(f'--profile_steps={steps[0]},{steps[1]} starts after the last training '
+                      f'step ({total_steps}); choose steps within the run')
+    self._first, self._last = steps or (None, None)
+    self._enabled = enabled
     self._logdir = logdir
     self.active = False
     self.done = False
@@ -34,7 +43,7 @@ class ProfileWindow:
     return size
 
   def before_loop(self, step: int) -> None:
-    if self._first is None or self.active or self.done:
+    if self._first is None or not self._enabled or self.active or self.done:
       return
     if self._first - 1 <= step < self._last:
       if step > self._first - 1:  # A resumed run that starts inside the window.

@@ -50,18 +50,24 @@ class RunSummaries:
   """Writes a run's summaries; with `enabled=False` (a non-chief worker) writes nothing.
 
   Several workers writing one folder would interleave event files and double every point,
-  so only the chief gets real writers.
+  so only the chief gets real writers. Each folder is created on its first summary, so
+  that making this object leaves the run folder untouched.
   """
 
   def __init__(self, logdir: str, enabled: bool = True):
     self.logdir = logdir
     self.enabled = enabled
-    if enabled:
-      self._root = tf.summary.create_file_writer(logdir)
-      self._train = tf.summary.create_file_writer(os.path.join(logdir, TRAIN_RUN))
-      self._eval = tf.summary.create_file_writer(os.path.join(logdir, EVAL_RUN))
-    else:
-      self._root = self._train = self._eval = tf.summary.create_noop_writer()
+    self._writers = {}
+    self._noop = tf.summary.create_noop_writer()
+
+  def _writer(self, run: str = ''):
+    """The writer of `run` (TRAIN_RUN, EVAL_RUN, or '' for the run folder itself)."""
+    if not self.enabled:
+      return self._noop
+    if run not in self._writers:
+      self._writers[run] = tf.summary.create_file_writer(
+          os.path.join(self.logdir, run) if run else self.logdir)
+    return self._writers[run]
 
   @property
   def train_dir(self) -> str:
@@ -75,27 +81,27 @@ class RunSummaries:
     """
     if not self.enabled:
       return
-    with self._root.as_default():
+    with self._writer().as_default():
       hparams_api.hparams_config(
           hparams=[hparams_api.HParam(name) for name in sorted(values)],
           metrics=[hparams_api.Metric(FINAL_EVAL_ACCURACY, display_name='final eval accuracy'),
                    hparams_api.Metric(FINAL_EVAL_LOSS, display_name='final eval loss')])
       hparams_api.hparams(dict(values), trial_id=trial_id)
-    self._root.flush()
+    self._writer().flush()
 
   def final_metrics(self, step: int, *, eval_loss: float, eval_accuracy: float) -> None:
-    with self._root.as_default(step=step):
+    with self._writer().as_default(step=step):
       tf.summary.scalar(FINAL_EVAL_ACCURACY, eval_accuracy,
                         description='Accuracy on the eval split at the end of training.')
       tf.summary.scalar(FINAL_EVAL_LOSS, eval_loss,
                         description='Loss on the eval split at the end of training.')
-    self._root.flush()
+    self._writer().flush()
 
   def train_interval(self, step: int, *, loss: float, accuracy: float, learning_rate: float,
                      examples_per_second: float, step_time: float,
                      input_wait_fraction: float) -> None:
     """One logging interval of training; `step_time` in seconds per step."""
-    with self._train.as_default(step=step):
+    with self._writer(TRAIN_RUN).as_default(step=step):
       tf.summary.scalar(LOSS, loss)
       tf.summary.scalar(ACCURACY, accuracy)
       tf.summary.scalar(LEARNING_RATE, learning_rate)
@@ -109,28 +115,29 @@ class RunSummaries:
 
   def evaluation(self, step: int, *, loss: float, accuracy: float, confusion: np.ndarray,
                  class_names: Sequence[str]) -> None:
-    with self._eval.as_default(step=step):
+    with self._writer(EVAL_RUN).as_default(step=step):
       tf.summary.scalar(LOSS, loss)
       tf.summary.scalar(ACCURACY, accuracy)
       if self.enabled:  # Rendering costs time; a no-op writer would discard the picture.
         picture = visualize.confusion_matrix_image(confusion, class_names)
         tf.summary.image(CONFUSION_MATRIX, picture[None], step=step,
                          description='Evaluation split; rows: true class, columns: predicted.')
-    self._eval.flush()
+    self._writer(EVAL_RUN).flush()
 
   def training_images(self, images: np.ndarray, labels: Sequence[int],
                       class_names: Sequence[str], step: int = 0) -> None:
     """A grid of training images with their class names."""
     if not self.enabled:
       return
-    with self._train.as_default(step=step):
+    with self._writer(TRAIN_RUN).as_default(step=step):
       tf.summary.image(TRAINING_IMAGES, visualize.image_grid(images, labels, class_names)[None],
                        description='The first examples of the training split, with their labels.')
 
   def flush(self) -> None:
-    for writer in (self._root, self._train, self._eval):
+    for writer in self._writers.values():
       writer.flush()
 
   def close(self) -> None:
-    for writer in (self._root, self._train, self._eval):
+    for writer in self._writers.values():
       writer.close()
+    self._writers.clear()

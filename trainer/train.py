@@ -9,13 +9,19 @@ from typing import Optional
 
 from absl import logging
 import keras
+import numpy as np
 import tensorflow as tf
 
 from trainer import checkpointing
+from trainer import confusion
 from trainer import export
 from trainer import input_pipeline
+from trainer import input_wait
 from trainer import models
+from trainer import profiling
+from trainer import run_dirs
 from trainer import strategy as strategy_lib
+from trainer import summaries
 from trainer.config import Config
 from trainer.errors import UserError
 
@@ -82,6 +88,7 @@ class Trainer:
                                      aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
       self.train_sums = _Sums('train')
       self.eval_sums = _Sums('eval')
+      self.eval_confusion = confusion.ConfusionMatrix(info.num_classes)
     self._gradients = tf.function(self._compute_gradients, jit_compile=True) \
         if config.jit_compile else self._compute_gradients
     self.train_loop = tf.function(self._train_loop)
@@ -118,14 +125,17 @@ class Trainer:
 
   def _train_loop(self, iterator, steps):
     # Several steps per host call: the Python overhead is paid once per loop, not per step.
-    for _ in tf.range(steps):
-      self.strategy.run(self._train_step, args=(next(iterator),))
+    # Returns (seconds waiting for input, seconds in the loop) for TensorBoard.
+    timings = input_wait.timed_loop(
+        iterator, steps, lambda inputs: self.strategy.run(self._train_step, args=(inputs,)))
     self.global_step.assign_add(tf.cast(steps, tf.int64))
+    return timings
 
   def _eval_step(self, inputs):
     images, labels, weights = inputs
     logits = self.model(images, training=False)
     self.eval_sums.add(labels, logits, _per_example_loss(labels, logits), weights)
+    self.eval_confusion.add(labels, logits, weights)
 
   def _eval_loop(self, iterator, steps):
     for _ in tf.range(steps):
@@ -142,6 +152,10 @@ class Trainer:
     return int(self.global_step.numpy())
 
   @property
+  def learning_rate(self) -> float:
+    return float(np.asarray(self.optimizer.learning_rate))
+
+  @property
   def skipped_steps(self) -> int:
     """Steps whose float16 gradients overflowed, so the loss scale dropped instead."""
     return self.step - int(self.optimizer.iterations.numpy())
@@ -152,6 +166,7 @@ class Outcome:
   metrics: dict  # What results.json holds.
   model_dir: str
   trainer: Trainer
+  loops: list  # (steps, seconds) of each host call, for throughput measurements.
 
 
 @dataclasses.dataclass
@@ -196,15 +211,6 @@ def make_plan(config: Config, info, strategy) -> Plan:
               checkpoint_every_steps=config.checkpoint_every_steps)
 
 
-def default_model_dir(config: Config) -> str:
-  if config.model_dir:
-    return config.model_dir
-  if config.strategy == 'multi_worker':
-    raise UserError('--strategy=multi_worker needs an explicit --model_dir that all workers '
-                    'share (a timestamped default would differ per worker)')
-  return os.path.join('runs', time.strftime('%Y%m%d-%H%M%S'))
-
-
 def _format_duration(seconds: float) -> str:
   seconds = int(round(seconds))
   hours, rest = divmod(seconds, 3600)
@@ -214,8 +220,16 @@ def _format_duration(seconds: float) -> str:
 
 def evaluate(trainer: Trainer, eval_dataset, eval_steps: int):
   trainer.eval_sums.reset()
+  trainer.eval_confusion.reset()
   trainer.eval_loop(iter(eval_dataset), tf.constant(eval_steps))
   return trainer.eval_sums.result()
+
+
+def _steady_rate(loops, batch_size):
+  """Examples/s without the first loop, which traces the step and starts the pipeline."""
+  steps = sum(size for size, _ in loops[1:])
+  seconds = sum(elapsed for _, elapsed in loops[1:])
+  return round(steps * batch_size / seconds, 1) if seconds else None
 
 
 def _signature(info) -> dict:
@@ -234,7 +248,10 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
   config.validate()
   if strategy is None:
     strategy = strategy_lib.create_strategy(config.strategy, config.num_cpu_devices, config.tpu)
-  model_dir = default_model_dir(config)
+  dirs = run_dirs.resolve(model_dir=config.model_dir, tensorboard_dir=config.tensorboard_dir,
+                          checkpoint_dir=config.checkpoint_dir,
+                          multi_worker=config.strategy == 'multi_worker')
+  model_dir = dirs.model_dir
   chief = strategy_lib.is_chief(strategy)
   keras.utils.set_random_seed(config.seed)
   if config.deterministic:
@@ -253,10 +270,13 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
 
-  checkpoints = checkpointing.Checkpoints(model_dir, trainer.model, trainer.optimizer,
+  checkpoints = checkpointing.Checkpoints(dirs.checkpoint_dir, trainer.model, trainer.optimizer,
                                           trainer.global_step, strategy,
                                           config.keep_checkpoints, _signature(info))
   watcher = checkpointing.PreemptionWatcher(strategy, checkpoints)
+  run_summaries = summaries.RunSummaries(dirs.tensorboard_dir, enabled=chief)
+  profile = profiling.ProfileWindow(config.profile_window, run_summaries.train_dir, enabled=chief,
+                                    total_steps=plan.total_steps)
   try:
     # Restore before writing anything: an incompatible run folder must stay untouched.
     resumed = checkpoints.restore()
@@ -264,6 +284,9 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
       tf.io.gfile.makedirs(model_dir)
       checkpointing.write_json(os.path.join(model_dir, CONFIG_FILE), dataclasses.asdict(config))
       trainer.model.summary(print_fn=lambda line, *_: logging.info('%s', line))
+      run_summaries.hparams(_hparams(config, strategy), trial_id=model_dir)
+      images, labels = input_pipeline.first_examples(source, 25)
+      run_summaries.training_images(images, labels, info.class_names, step=trainer.step)
     logging.info('%s | global batch %d, per-replica batch %d | %d steps/epoch, %d steps in all '
                  '| data %s (%d train / %d eval examples) | run folder %s',
                  strategy_lib.describe(strategy), config.batch_size, plan.per_replica_batch,
@@ -273,12 +296,23 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
       logging.info('resumed from step %d (epoch %d): %s', resumed, plan.epoch_of(resumed),
                    checkpoints.restored_path)
     return _run(config, strategy, source, plan, trainer, checkpoints, watcher, model_dir,
-                chief)
+                chief, run_summaries, profile)
   finally:
     watcher.close()
+    profile.stop()
+    run_summaries.close()
 
 
-def _run(config, strategy, source, plan, trainer, checkpoints, watcher, model_dir, chief):
+def _hparams(config: Config, strategy) -> dict:
+  """The settings that tell runs apart in TensorBoard's HParams dashboard."""
+  names = ('dataset', 'strategy', 'batch_size', 'learning_rate', 'epochs', 'train_steps',
+           'steps_per_loop', 'seed', 'shuffle_buffer', 'mixed_precision', 'jit_compile')
+  return dict({name: getattr(config, name) for name in names},
+              replicas=strategy.num_replicas_in_sync)
+
+
+def _run(config, strategy, source, plan, trainer, checkpoints, watcher, model_dir, chief,
+         run_summaries, profile):
   info = source.info
   train_iterator = input_pipeline.distributed_train_iterator(
       strategy, source, config.batch_size, plan.steps_per_epoch, config.seed,
@@ -288,16 +322,21 @@ def _run(config, strategy, source, plan, trainer, checkpoints, watcher, model_di
 
   start = time.time()
   train_seconds = 0.0
+  loops = []
+  eval_history = []
   eval_result = None
   while trainer.step < plan.total_steps:
-    size = plan.loop_size(trainer.step, config.steps_per_loop)
+    size = profile.clip(trainer.step, plan.loop_size(trainer.step, config.steps_per_loop))
     trainer.train_sums.reset()
+    profile.before_loop(trainer.step)
     loop_start = time.time()
-    trainer.train_loop(train_iterator, tf.constant(size))
+    waited, loop_seconds = trainer.train_loop(train_iterator, tf.constant(size))
     loss, accuracy, _ = trainer.train_sums.result()  # Reading waits for the loop to finish.
     elapsed = time.time() - loop_start
+    loops.append((size, elapsed))
     train_seconds += elapsed
     step = trainer.step
+    profile.after_loop(step)
     # Checked before any save: a diverged model must never replace a good checkpoint.
     if not math.isfinite(loss) or not trainer.weights_finite():
       raise UserError(f'training diverged by step {step} (loss {loss}, or non-finite weights); '
@@ -309,11 +348,22 @@ def _run(config, strategy, source, plan, trainer, checkpoints, watcher, model_di
                  _format_duration((plan.total_steps - step) * elapsed / size),
                  f'  loss scale {float(trainer.optimizer.dynamic_scale.numpy()):g}, '
                  f'{trainer.skipped_steps} skipped steps' if trainer.loss_scaled else '')
+    run_summaries.train_interval(
+        step, loss=loss, accuracy=accuracy, learning_rate=trainer.learning_rate,
+        examples_per_second=size * config.batch_size / elapsed, step_time=elapsed / size,
+        input_wait_fraction=float(waited) / max(float(loop_seconds), 1e-9))
     watcher.check(step, checkpoints)
     if plan.is_epoch_end(step):
       eval_result = evaluate(trainer, eval_data, eval_steps)
       logging.info('epoch %d/%d  eval  loss %.4f  accuracy %.4f  (%d examples)',
                    plan.epoch_of(step - 1), plan.epochs, *eval_result)
+      run_summaries.evaluation(step, loss=eval_result[0], accuracy=eval_result[1],
+                               confusion=trainer.eval_confusion.result(),
+                               class_names=info.class_names)
+      eval_history.append({'step': step, 'eval_loss': eval_result[0],
+                           'eval_accuracy': eval_result[1],
+                           'train_seconds': round(train_seconds, 2),
+                           'wall_seconds': round(time.time() - start, 2)})
       if checkpoints.maybe_save_best(step, eval_result[1]):
         logging.info('new best eval accuracy %.4f at step %d', eval_result[1], step)
     if plan.is_checkpoint_step(step):
@@ -327,6 +377,8 @@ def _run(config, strategy, source, plan, trainer, checkpoints, watcher, model_di
       'eval_examples': eval_result[2],
       'global_step': trainer.step,
       'train_seconds': round(train_seconds, 2),
+      'examples_per_second': _steady_rate(loops, config.batch_size),
+      'eval_history': eval_history,
       'wall_seconds': round(time.time() - start, 2),
       'dataset': info.name,
   }
@@ -334,10 +386,12 @@ def _run(config, strategy, source, plan, trainer, checkpoints, watcher, model_di
                'train time %s', results['eval_loss'], results['eval_accuracy'],
                results['eval_examples'], results['global_step'],
                _format_duration(train_seconds))
+  run_summaries.final_metrics(trainer.step, eval_loss=results['eval_loss'],
+                              eval_accuracy=results['eval_accuracy'])
   if chief:
     export_dir = config.export_dir or export.default_export_dir(model_dir)
     export.export_saved_model(trainer.model, info.class_names, export_dir)
     logging.info('exported the model to %s (serving signature: uint8 images -> '
                  'probabilities, class names)', export_dir)
     checkpointing.write_json(os.path.join(model_dir, RESULTS_FILE), results)
-  return Outcome(metrics=results, model_dir=model_dir, trainer=trainer)
+  return Outcome(metrics=results, model_dir=model_dir, trainer=trainer, loops=loops)

@@ -19,10 +19,11 @@ def _font(size: int):
 
 
 def _to_rgb(image: np.ndarray) -> Image.Image:
-  image = np.asarray(image)
+  # Clipped, with NaN as black: a picture of broken data beats no picture.
+  image = np.clip(np.nan_to_num(np.asarray(image, np.float64)), 0, 255).astype(np.uint8)
   if image.ndim == 3 and image.shape[-1] == 1:
     image = image[..., 0]
-  return Image.fromarray(image.astype(np.uint8)).convert('RGB')
+  return Image.fromarray(image).convert('RGB')
 
 
 def _fit(text: str, draw: ImageDraw.ImageDraw, font, width: int) -> str:

@@ -1,0 +1,25 @@
+"""The benchmark script runs (smoke mode), so that it cannot rot; real figures: README."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_throughput_benchmark_smoke(cifar_dir):
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.throughput', '--smoke', '--repeats=1',
+       f'--data_dir={cifar_dir}'], cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = result.stdout
+  for row in ('1 limit', '2 tutorial model.fit', '3 trainer, real CIFAR-10',
+              '4 trainer, synthetic'):
+    line = next(l for l in out.splitlines() if l.startswith(row))
+    images_per_second, peak_mb = (float(x) for x in line.split()[-2:])
+    assert images_per_second > 0 and peak_mb > 100
+  assert '3/1 ' in out and '3/2 ' in out and '3/4 ' in out
+  assert 'peak memory trainer/tutorial' in out
