@@ -1,0 +1,1 @@
+"""Launchers for multi-worker, Kubernetes, Vertex AI and TPU VM runs (see launch/README.md)."""

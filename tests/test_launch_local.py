@@ -1,0 +1,122 @@
+"""launch/local.py: a real 2-worker job on localhost, a worker killed mid-run, and the rerun."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO
+from tests.process_output import Lines
+
+pytestmark = pytest.mark.slow
+
+
+class Launch:
+  """The launcher as a user runs it, its output read as it comes."""
+
+  def __init__(self, *args):
+    # Own session: cleanup can end the launcher and anything it left behind in one call.
+    self.process = subprocess.Popen(
+        [sys.executable, '-m', 'launch.local', *args], cwd=REPO, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    self.output = Lines(self.process.stdout)
+    self.wait_for = self.output.wait_for
+
+  def finish(self, timeout):
+    """Waits for the launcher to exit; returns (exit code, all output)."""
+    code = self.process.wait(timeout=timeout)
+    return code, self.output.rest()
+
+  def worker_pids(self):
+    return {int(m.group(1)): int(m.group(2)) for m in
+            re.finditer(r'\[launch\] worker (\d+): pid (\d+)', ''.join(self.output.lines))}
+
+  def kill(self):
+    try:
+      os.killpg(self.process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+    self.process.wait()
+
+
+@pytest.fixture
+def launches():
+  started = []
+  yield lambda *args: started.append(Launch(*args)) or started[-1]
+  for launch in started:
+    launch.kill()
+
+
+def _alive(pid):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  return True
+
+
+def _job(model_dir, *flags):
+  return ['--num_workers=2', '--grace_seconds=5', '--', '--dataset=synthetic',
+          f'--model_dir={model_dir}', '--steps_per_loop=10', *flags]
+
+
+def test_killed_worker_stops_the_job_nonzero_and_the_rerun_resumes(tmp_path, launches):
+  # 600 steps: far more than pass between the first checkpoint (step 20) and the kill.
+  job = _job(tmp_path, '--train_steps=600', '--checkpoint_every_steps=20')
+  first = launches(*job)
+  first.wait_for(r'^\[worker 0\] .*saved checkpoint .*ckpt-20', timeout=240)
+  pids = first.worker_pids()
+  assert sorted(pids) == [0, 1]
+
+  killed_at = time.monotonic()
+  os.kill(pids[1], signal.SIGKILL)
+  code, output = first.finish(timeout=60)
+  seconds = time.monotonic() - killed_at
+  assert code == 128 + signal.SIGKILL, output[-3000:]
+  assert seconds < 30, f'the launcher took {seconds:.0f} s to stop the job'
+  assert '[launch] worker 1 was killed by SIGKILL' in output
+  assert not _alive(pids[0])
+  assert not (tmp_path / 'results.json').exists()
+
+  second = launches(*job)
+  resumed = second.wait_for(r'resumed from step', timeout=240)
+  step = int(re.search(r'resumed from step (\d+)', resumed).group(1))
+  assert 20 <= step < 600
+  code, output = second.finish(timeout=240)
+  assert code == 0, output[-3000:]
+  assert re.search(r'^\[worker 1\] .*step 600/600', output, re.MULTILINE)
+  assert json.loads((tmp_path / 'results.json').read_text())['global_step'] == 600
+
+
+def test_a_flag_error_in_the_workers_is_the_launchers_exit_code(tmp_path, launches):
+  launch = launches(*_job(tmp_path, '--batch_size=0'))
+  code, output = launch.finish(timeout=120)
+  assert code == 2, output[-3000:]
+  assert '[worker 0] error: --batch_size must be positive, got 0' in output
+  assert '[worker 1] error: --batch_size must be positive, got 0' in output
+
+
+def test_sigterm_to_the_launcher_stops_the_workers_at_one_saved_step(tmp_path, launches):
+  launch = launches(*_job(tmp_path, '--train_steps=100000', '--checkpoint_every_steps=0'))
+  launch.wait_for(r'^\[worker 1\] .*step 30/100000', timeout=240)
+  launch.process.send_signal(signal.SIGTERM)
+  code, output = launch.finish(timeout=120)
+  assert code == 75, output[-3000:]  # trainer.errors.EXIT_PREEMPTED from both workers.
+  saved = set(re.findall(r'\[worker \d\] stopped: preempted: checkpoint saved at step (\d+)',
+                         output))
+  assert len(saved) == 1, output[-3000:]
+
+
+def test_bad_launcher_arguments_are_one_line_errors():
+  for args, message in [(['--num_workers=0'], '--num_workers must be at least 1'),
+                        (['--model_dir=/tmp/x'], 'unrecognized arguments: --model_dir=/tmp/x')]:
+    result = subprocess.run([sys.executable, '-m', 'launch.local', *args], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith('error: ') and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
