@@ -9,6 +9,9 @@ EXIT_USER_ERROR = 2
 # sysexits.h EX_TEMPFAIL, "temporary failure, retry later": what a scheduler should do after
 # a preemption, since the rerun continues from the checkpoint saved on the way out.
 EXIT_PREEMPTED = 75
+# sysexits.h EX_UNAVAILABLE: another worker of a multi-worker run is gone. Only a rerun of
+# the whole job can recover (it resumes from the last checkpoint), so schedulers retry it.
+EXIT_PEER_LOST = 69
 
 
 class UserError(Exception):

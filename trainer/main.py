@@ -12,7 +12,8 @@ from absl import flags
 from absl import logging
 
 from trainer import flags as trainer_flags
-from trainer.errors import EXIT_PREEMPTED, EXIT_USER_ERROR, Preempted, UserError
+from trainer.errors import EXIT_PEER_LOST, EXIT_PREEMPTED, EXIT_USER_ERROR, Preempted, \
+    UserError
 
 trainer_flags.define_flags()
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -36,7 +37,14 @@ def main(argv):
       # step) bury the progress lines; -v 1 brings them back.
       logging.get_absl_handler().addFilter(_OwnInfoOnly())
       std_logging.getLogger('tensorflow').setLevel(std_logging.WARNING)
-    train.train_and_evaluate(config)
+    from trainer import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+    try:
+      train.train_and_evaluate(config)
+    except strategy_lib.PEER_FAILURES as e:
+      if config.strategy != 'multi_worker':
+        raise
+      print(f'error: {strategy_lib.peer_failure_message(e)}', file=sys.stderr)
+      sys.exit(EXIT_PEER_LOST)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(EXIT_USER_ERROR)

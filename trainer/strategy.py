@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import urllib.parse
 
@@ -9,6 +10,14 @@ from absl import logging
 import tensorflow as tf
 
 from trainer.errors import UserError
+
+# What a collective raises once another worker is gone: its connection was reset, or
+# TensorFlow's coordination service (which MultiWorkerMirroredStrategy starts) stopped
+# hearing its heartbeats, 10 s by default, and aborted every collective. Either way each
+# survivor fails within seconds instead of waiting for the dead peer forever.
+PEER_FAILURES = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                 tf.errors.AbortedError, tf.errors.CancelledError)
+_PEER_FAILURE_MAX_CHARS = 300
 
 # How long to wait for a TPU worker's port before saying it is unreachable: connecting
 # to an absent gRPC address otherwise blocks forever.
@@ -106,6 +115,17 @@ def create_strategy(name: str, num_cpu_devices: int = 0, tpu: str = '') -> tf.di
   if name == 'tpu':
     return tf.distribute.TPUStrategy(_tpu_resolver(tpu))
   raise UserError(f'unknown strategy {name!r}')
+
+
+def peer_failure_message(error: Exception) -> str:
+  """One line for TensorFlow's many-line report that a collective lost a peer."""
+  text = re.sub(r'\{\{function_node [^}]*\}\}', '', str(error))
+  text = text.split('The error could be from a previous operation')[0]
+  text = ' '.join(text.replace('Collective ops is aborted by:', '').split())
+  if len(text) > _PEER_FAILURE_MAX_CHARS:
+    text = text[:_PEER_FAILURE_MAX_CHARS] + '...'
+  return (f'lost contact with another worker ({text or type(error).__name__}); rerun the '
+          'whole job: it resumes from the last checkpoint in --model_dir')
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

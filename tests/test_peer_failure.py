@@ -1,0 +1,56 @@
+"""A multi-worker run whose peer dies fails on its own, in bounded time, with one line.
+
+No launcher here: on a user's cluster nothing of ours watches the workers, so the
+survivor must notice by itself (TensorFlow's coordination service heartbeats).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from launch.local import free_ports
+from tests.conftest import REPO
+from tests.process_output import Lines
+from trainer.errors import EXIT_PEER_LOST
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize('victim', [0, 1], ids=['chief_dies', 'worker_dies'])
+def test_the_surviving_worker_exits_within_a_minute(tmp_path, victim):
+  workers = [f'localhost:{port}' for port in free_ports(2)]
+  command = [sys.executable, '-m', 'trainer.main', '--strategy=multi_worker',
+             '--dataset=synthetic', f'--model_dir={tmp_path}', '--train_steps=100000',
+             '--steps_per_loop=10', '--checkpoint_every_steps=0']
+  processes = []
+  try:
+    for index in range(2):
+      env = dict(os.environ, TF_CONFIG=json.dumps(
+          {'cluster': {'worker': workers}, 'task': {'type': 'worker', 'index': index}}))
+      processes.append(subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE,
+                                        stdout=subprocess.DEVNULL, text=True))
+    survivor = processes[1 - victim]
+    output = Lines(survivor.stderr)
+    output.wait_for(r'step 30/100000', timeout=240)
+    killed_at = time.monotonic()
+    processes[victim].kill()
+    code = survivor.wait(timeout=120)
+    seconds = time.monotonic() - killed_at
+    text = output.rest()
+  finally:
+    for p in processes:
+      p.kill()
+      p.wait()
+  assert code == EXIT_PEER_LOST, text[-3000:]
+  assert seconds < 60, f'the survivor took {seconds:.0f} s to notice'
+  # Not "the last line" nor "no traceback": TensorFlow's C++ logging, and its
+  # PreemptionCheckpointHandler thread when the chief dies, still print after ours.
+  errors = [line for line in text.splitlines() if line.startswith('error: ')]
+  assert len(errors) == 1 and errors[0].startswith('error: lost contact with another worker')
+  assert f'File "{REPO / "trainer" / "main.py"}"' not in text  # No traceback through ours.
+  print(f'survivor exited {seconds:.1f} s after its peer was killed: {errors[0]}')
