@@ -6,7 +6,8 @@ host only sees a whole loop of many steps, and with prefetching, the time a batc
 to produce is not the time the loop waits for it.
 """
 
-from typing import Callable, Tuple
+import math
+from typing import Callable, Optional, Tuple
 
 import tensorflow as tf
 
@@ -25,14 +26,22 @@ def timed_next(iterator) -> Tuple[object, tf.Tensor]:
   return element, end - start
 
 
-def timed_loop(iterator, steps, step_fn: Callable[[object], None]):
+def timed_loop(iterator, steps, step_fn: Callable[[object], None], clocked: bool = True):
   """Runs `step_fn(next(iterator))` `steps` times in a tf.function.
 
   Returns (seconds waiting for input, seconds for the whole loop), both float64 scalars.
   Iterations cannot overlap (TensorFlow makes each loop iteration's outputs wait for all
   of its stateful ops, the training step's variable updates among them), so a wait is
   never counted while the previous step still computes.
+
+  `clocked=False` runs the loop without clocks and returns NaNs: under TensorFlow's op
+  determinism (--deterministic) reading the clock is an error.
   """
+  if not clocked:
+    for _ in tf.range(steps):
+      step_fn(next(iterator))
+    unknown = tf.constant(float('nan'), tf.float64)
+    return unknown, unknown
   begin = tf.timestamp()
   waited = tf.constant(0.0, tf.float64)
   with tf.control_dependencies([begin]):
@@ -43,3 +52,11 @@ def timed_loop(iterator, steps, step_fn: Callable[[object], None]):
   with tf.control_dependencies([waited]):
     end = tf.timestamp()
   return waited, end - begin
+
+
+def fraction(waited, total) -> Optional[float]:
+  """The share of a loop spent waiting for input, or None if the loop ran without clocks."""
+  waited, total = float(waited), float(total)
+  if not (math.isfinite(waited) and math.isfinite(total)):
+    return None
+  return waited / total if total > 0 else 0.0

@@ -12,7 +12,7 @@ accuracy) on one chart. Every step axis is the global train step.
 """
 
 import os
-from typing import Mapping, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -99,8 +99,11 @@ class RunSummaries:
 
   def train_interval(self, step: int, *, loss: float, accuracy: float, learning_rate: float,
                      examples_per_second: float, step_time: float,
-                     input_wait_fraction: float) -> None:
-    """One logging interval of training; `step_time` in seconds per step."""
+                     input_wait_fraction: Optional[float]) -> None:
+    """One logging interval of training; `step_time` in seconds per step.
+
+    `input_wait_fraction` None (not measured) leaves that tag out.
+    """
     with self._writer(TRAIN_RUN).as_default(step=step):
       tf.summary.scalar(LOSS, loss)
       tf.summary.scalar(ACCURACY, accuracy)
@@ -108,10 +111,11 @@ class RunSummaries:
       tf.summary.scalar(EXAMPLES_PER_SECOND, examples_per_second,
                         description='Training examples per second, all replicas together.')
       tf.summary.scalar(STEP_TIME, step_time, description='Seconds per training step.')
-      tf.summary.scalar(
-          INPUT_WAIT_FRACTION, input_wait_fraction,
-          description='Fraction of the training loop spent waiting for the next batch. '
-                      'Near 0: the model is the bottleneck; near 1: the input pipeline is.')
+      if input_wait_fraction is not None:
+        tf.summary.scalar(
+            INPUT_WAIT_FRACTION, input_wait_fraction,
+            description='Fraction of the training loop spent waiting for the next batch. '
+                        'Near 0: the model is the bottleneck; near 1: the input pipeline is.')
 
   def evaluation(self, step: int, *, loss: float, accuracy: float, confusion: np.ndarray,
                  class_names: Sequence[str]) -> None:

@@ -125,9 +125,11 @@ class Trainer:
 
   def _train_loop(self, iterator, steps):
     # Several steps per host call: the Python overhead is paid once per loop, not per step.
-    # Returns (seconds waiting for input, seconds in the loop) for TensorBoard.
+    # Returns (seconds waiting for input, seconds in the loop) for TensorBoard; clocks are
+    # an error under op determinism.
     timings = input_wait.timed_loop(
-        iterator, steps, lambda inputs: self.strategy.run(self._train_step, args=(inputs,)))
+        iterator, steps, lambda inputs: self.strategy.run(self._train_step, args=(inputs,)),
+        clocked=not self.config.deterministic)
     self.global_step.assign_add(tf.cast(steps, tf.int64))
     return timings
 
@@ -351,7 +353,7 @@ def _run(config, strategy, source, plan, trainer, checkpoints, watcher, model_di
     run_summaries.train_interval(
         step, loss=loss, accuracy=accuracy, learning_rate=trainer.learning_rate,
         examples_per_second=size * config.batch_size / elapsed, step_time=elapsed / size,
-        input_wait_fraction=float(waited) / max(float(loop_seconds), 1e-9))
+        input_wait_fraction=input_wait.fraction(waited, loop_seconds))
     watcher.check(step, checkpoints)
     if plan.is_epoch_end(step):
       eval_result = evaluate(trainer, eval_data, eval_steps)
