@@ -129,3 +129,20 @@ def test_first_examples_are_the_stored_training_examples_in_order():
   assert images.dtype == np.uint8 and images.shape == (25, 8, 8, 3)
   np.testing.assert_array_equal(_ids(images / 255.0), np.arange(25))
   assert labels == [i % 10 for i in range(25)]
+
+
+def test_augmentation_flips_and_shifts_reproducibly_and_resumes_exactly():
+  source = _id_source(num_train=64, num_eval=10, shape=(16, 16, 3))
+  make = lambda start=0, augment=True: input_pipeline.train_dataset(
+      source, _context(), global_batch=8, steps_per_epoch=8, seed=2, shuffle_buffer=100,
+      start_step=start, augment=augment)
+  plain = [images.numpy() for images, _ in make(augment=False).take(16)]
+  augmented = [images.numpy() for images, _ in make().take(16)]
+  again = [images.numpy() for images, _ in make().take(16)]
+  resumed = [images.numpy() for images, _ in make(start=11).take(5)]
+  np.testing.assert_array_equal(np.stack(augmented), np.stack(again))
+  np.testing.assert_array_equal(np.stack(augmented[11:]), np.stack(resumed))
+  assert not np.array_equal(np.stack(plain), np.stack(augmented))
+  # Shifts move pixels, they do not invent values: every value is an original's or 0.
+  for original, shifted in zip(plain, augmented):
+    assert set(np.unique(shifted)) <= set(np.unique(original)) | {0.0}

@@ -82,3 +82,42 @@ def test_learns_real_cifar10(tmp_path, cifar_dir):
   outcome = train.train_and_evaluate(config)
   assert outcome.metrics['eval_examples'] == 10_000
   assert outcome.metrics['eval_accuracy'] > 0.35
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+  config = Config(lr_schedule='cosine', learning_rate=0.01, warmup_steps=10)
+  schedule = train._learning_rate(config, total_steps=110)  # pylint: disable=protected-access
+  assert float(schedule(0)) == pytest.approx(0.0)
+  assert float(schedule(5)) == pytest.approx(0.005)
+  assert float(schedule(10)) == pytest.approx(0.01)
+  assert float(schedule(60)) == pytest.approx(0.005, rel=1e-3)
+  assert float(schedule(110)) == pytest.approx(0.0, abs=1e-7)
+  assert train._learning_rate(Config(), 100) == 1e-3  # pylint: disable=protected-access
+
+
+def test_label_smoothing_spreads_the_target():
+  labels = tf.constant([0, 1])
+  logits = tf.constant([[10.0, 0.0, 0.0], [0.0, 10.0, 0.0]])
+  plain = train._per_example_loss(labels, logits)  # pylint: disable=protected-access
+  smoothed = train._per_example_loss(labels, logits, 0.3)  # pylint: disable=protected-access
+  # With targets (0.8, 0.1, 0.1): a confident right answer now costs more.
+  expected = -(0.8 * tf.nn.log_softmax(logits)[0, 0] + 0.2 * tf.nn.log_softmax(logits)[0, 1])
+  np.testing.assert_allclose(smoothed.numpy(), [expected.numpy()] * 2, rtol=1e-5)
+  assert np.all(smoothed.numpy() > plain.numpy())
+
+
+@pytest.mark.parametrize('overrides,message', [
+    (dict(lr_schedule='linear'), "unknown --lr_schedule='linear'"),
+    (dict(label_smoothing=1.0), '--label_smoothing must be in'),
+    (dict(warmup_steps=5), '--warmup_steps only applies to --lr_schedule=cosine'),
+])
+def test_recipe_flags_are_validated(overrides, message):
+  with pytest.raises(UserError, match=message):
+    Config(**overrides).validate()
+
+
+def test_eval_every_steps_adds_evaluations_between_epoch_ends(tmp_path, small_source):
+  outcome = train.train_and_evaluate(
+      _config(tmp_path, epochs=1, eval_every_steps=6, steps_per_loop=4), None, small_source)
+  assert [e['step'] for e in outcome.metrics['eval_history']] == [6, 12, 16]
+  assert [size for size, _ in outcome.loops] == [4, 2, 4, 2, 4]

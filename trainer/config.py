@@ -11,6 +11,7 @@ from trainer.errors import UserError
 
 STRATEGIES = ('default', 'one_device', 'mirrored', 'multi_worker', 'tpu')
 MIXED_PRECISION = ('none', 'mixed_float16', 'mixed_bfloat16')
+LR_SCHEDULES = ('constant', 'cosine')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +37,14 @@ class Config:
   mixed_precision: str = 'none'
   jit_compile: bool = False
 
+  # Beyond the tutorial (configs/fast.cfg): same model, better training recipe.
+  augment: bool = False  # Random flips and 4-pixel shifts.
+  lr_schedule: str = 'constant'
+  warmup_steps: int = 0
+  label_smoothing: float = 0.0
+
   checkpoint_every_steps: int = 500  # Also at every epoch end; 0: epoch ends only.
+  eval_every_steps: int = 0  # Also at every epoch end; 0: epoch ends only.
   keep_checkpoints: int = 3
   deterministic: bool = False
   export_dir: Optional[str] = None  # Default: <model_dir>/export.
@@ -51,6 +59,13 @@ class Config:
     if self.strategy not in STRATEGIES:
       raise UserError(f'unknown --strategy={self.strategy!r}; choose one of: '
                       f'{", ".join(STRATEGIES)}')
+    if self.lr_schedule not in LR_SCHEDULES:
+      raise UserError(f'unknown --lr_schedule={self.lr_schedule!r}; choose one of: '
+                      f'{", ".join(LR_SCHEDULES)}')
+    if not 0.0 <= self.label_smoothing < 1.0:
+      raise UserError(f'--label_smoothing must be in [0, 1), got {self.label_smoothing}')
+    if self.warmup_steps and self.lr_schedule == 'constant':
+      raise UserError('--warmup_steps only applies to --lr_schedule=cosine')
     if self.mixed_precision not in MIXED_PRECISION:
       raise UserError(f'unknown --mixed_precision={self.mixed_precision!r}; choose one of: '
                       f'{", ".join(MIXED_PRECISION)}')
@@ -59,7 +74,8 @@ class Config:
         raise UserError(f'--{name} must be positive, got {getattr(self, name)}')
     if self.learning_rate <= 0:
       raise UserError(f'--learning_rate must be positive, got {self.learning_rate}')
-    for name in ('epochs', 'train_steps', 'num_cpu_devices', 'checkpoint_every_steps'):
+    for name in ('epochs', 'train_steps', 'num_cpu_devices', 'checkpoint_every_steps',
+                 'eval_every_steps', 'warmup_steps'):
       if getattr(self, name) < 0:
         raise UserError(f'--{name} must not be negative, got {getattr(self, name)}')
     if self.epochs == 0 and self.train_steps == 0:

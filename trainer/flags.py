@@ -2,7 +2,7 @@
 
 from absl import flags
 
-from trainer.config import Config, MIXED_PRECISION, STRATEGIES
+from trainer.config import Config, LR_SCHEDULES, MIXED_PRECISION, STRATEGIES
 
 _DEFAULTS = Config()
 
@@ -42,8 +42,16 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   define('string', 'mixed_precision', f'Keras mixed-precision policy: '
          f'{", ".join(MIXED_PRECISION)}.')
   define('bool', 'jit_compile', 'Compile the forward/backward pass with XLA.')
+  define('bool', 'augment', 'Random horizontal flips and shifts of up to 4 pixels (not for '
+         'data sets where a mirror image changes the class, like digits).')
+  define('string', 'lr_schedule', f'Learning rate schedule: {", ".join(LR_SCHEDULES)} '
+         '(cosine decays --learning_rate to 0 over the run, after --warmup_steps).')
+  define('integer', 'warmup_steps', 'Linear warm-up from 0 to --learning_rate (cosine only).')
+  define('float', 'label_smoothing', 'Label smoothing of the training loss (0: none).')
   define('integer', 'checkpoint_every_steps', 'Save a checkpoint every N steps (and at every '
          'epoch end); 0: epoch ends only.')
+  define('integer', 'eval_every_steps', 'Evaluate every N steps (and at every epoch end); '
+         '0: epoch ends only.')
   define('integer', 'keep_checkpoints', 'Keep the newest N checkpoints.')
   define('bool', 'deterministic', 'TF op determinism: a resumed run ends with exactly the '
          'weights of an uninterrupted one (CPU; see README).')

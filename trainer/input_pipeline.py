@@ -186,6 +186,15 @@ def first_examples(source: Source, count: int):
   return np.stack(images), labels
 
 
+def _augment(seed, image, label):
+  """A random horizontal flip and a shift of up to 4 pixels (zero padding), the standard
+  CIFAR augmentation; stateless, so the same seed always gives the same picture."""
+  flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+  padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
+  return tf.image.stateless_random_crop(padded, tf.shape(image), crop_seed), label
+
+
 def _scale(images, labels, *rest):
   return (tf.cast(images, tf.float32) / 255.0, labels) + rest
 
@@ -199,11 +208,12 @@ def _options() -> tf.data.Options:
 
 def train_dataset(source: Source, context: tf.distribute.InputContext, global_batch: int,
                   steps_per_epoch: int, seed: int, shuffle_buffer: int,
-                  start_step: int = 0) -> tf.data.Dataset:
+                  start_step: int = 0, augment: bool = False) -> tf.data.Dataset:
   """Endless per-replica training batches; epoch e is shuffled by (seed, e) alone.
 
-  Deriving each epoch's order from the seed (not from iterator state) is what lets a
-  resumed run at `start_step` see exactly the batches an uninterrupted run would.
+  Deriving each epoch's order (and each example's augmentation) from the seed, not from
+  iterator state, is what lets a resumed run at `start_step` see exactly the batches an
+  uninterrupted run would.
   """
   per_replica = context.get_per_replica_batch_size(global_batch)
   local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
@@ -211,10 +221,14 @@ def train_dataset(source: Source, context: tf.distribute.InputContext, global_ba
   raw = source.read('train', context.input_pipeline_id, context.num_input_pipelines).cache()
 
   def epoch(index):
-    return (raw.shuffle(shuffle_buffer, seed=seed * 100_003 + index,
-                        reshuffle_each_iteration=False)
-            .take(examples_per_epoch)
-            .batch(per_replica, drop_remainder=True))
+    epoch_seed = seed * 100_003 + index
+    ds = (raw.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+          .take(examples_per_epoch))
+    if augment:
+      ds = ds.enumerate().map(
+          lambda position, example: _augment(tf.stack([epoch_seed, position]), *example),
+          num_parallel_calls=AUTOTUNE)
+    return ds.batch(per_replica, drop_remainder=True)
 
   start_epoch, steps_into_epoch = divmod(start_step, steps_per_epoch)
   ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch)
@@ -262,7 +276,7 @@ class _RepeatedBatch:
 
 
 def distributed_train_iterator(strategy, source, global_batch, steps_per_epoch, seed,
-                               shuffle_buffer, start_step=0):
+                               shuffle_buffer, start_step=0, augment=False):
   if getattr(source, 'device_resident', False):
     shape = source.info.image_shape
     num_classes = source.info.num_classes
@@ -278,7 +292,7 @@ def distributed_train_iterator(strategy, source, global_batch, steps_per_epoch, 
     return _RepeatedBatch((images, labels))
   dataset = strategy.distribute_datasets_from_function(
       lambda ctx: train_dataset(source, ctx, global_batch, steps_per_epoch, seed,
-                                shuffle_buffer, start_step))
+                                shuffle_buffer, start_step, augment))
   return iter(dataset)
 
 

@@ -62,20 +62,38 @@ class _Sums:
       v.assign(0.0)
 
 
-def _per_example_loss(labels, logits):
-  return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+def _per_example_loss(labels, logits, label_smoothing=0.0):
+  if not label_smoothing:
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+  classes = logits.shape[-1]
+  targets = tf.one_hot(labels, classes) * (1.0 - label_smoothing) + label_smoothing / classes
+  return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+
+
+def _learning_rate(config: Config, total_steps: int):
+  if config.lr_schedule == 'constant':
+    return config.learning_rate
+  if not total_steps:
+    raise ValueError('a cosine schedule needs the run\'s total_steps')
+  warmup = min(config.warmup_steps, total_steps - 1)
+  # Starts at 0 and warms up linearly when warmup > 0, else starts at the peak.
+  return keras.optimizers.schedules.CosineDecay(
+      initial_learning_rate=0.0 if warmup else config.learning_rate,
+      decay_steps=max(total_steps - warmup, 1),
+      warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
 
 
 class Trainer:
   """The model, its optimizer and the compiled train/eval loops, all under one strategy."""
 
-  def __init__(self, config: Config, strategy: tf.distribute.Strategy, info):
+  def __init__(self, config: Config, strategy: tf.distribute.Strategy, info,
+               total_steps: int = 0):
     self.config = config
     self.strategy = strategy
     self.global_batch = config.batch_size
     with strategy.scope():
       self.model = models.create_model(info.image_shape, info.num_classes)
-      optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+      optimizer = keras.optimizers.Adam(learning_rate=_learning_rate(config, total_steps))
       if config.mixed_precision == 'mixed_float16':
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
       # Keras 3 creates optimizer slots lazily, which fails inside a replica context:
@@ -98,7 +116,7 @@ class Trainer:
     variables = self.model.trainable_variables
     with tf.GradientTape() as tape:
       logits = self.model(images, training=True)
-      per_example_loss = _per_example_loss(labels, logits)
+      per_example_loss = _per_example_loss(labels, logits, self.config.label_smoothing)
       # Averaged over the *global* batch: the optimizer sums gradients across replicas.
       loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=self.global_batch)
       if self.loss_scaled:
@@ -177,6 +195,7 @@ class Plan:
   total_steps: int
   per_replica_batch: int
   checkpoint_every_steps: int = 0
+  eval_every_steps: int = 0
 
   @property
   def epochs(self) -> int:
@@ -193,13 +212,15 @@ class Plan:
     every = self.checkpoint_every_steps
     return self.is_epoch_end(step) or bool(every and step % every == 0)
 
+  def is_eval_step(self, step: int) -> bool:
+    every = self.eval_every_steps
+    return self.is_epoch_end(step) or bool(every and step % every == 0)
+
   def loop_size(self, step: int, steps_per_loop: int) -> int:
-    """Steps in the next host call: never past an epoch end (evaluation) or a checkpoint."""
-    limits = [steps_per_loop, self.steps_per_epoch - step % self.steps_per_epoch,
-              self.total_steps - step]
-    if self.checkpoint_every_steps:
-      limits.append(self.checkpoint_every_steps - step % self.checkpoint_every_steps)
-    return min(limits)
+    """Steps in the next host call: never past an epoch end, an evaluation or a checkpoint."""
+    periods = (self.steps_per_epoch, self.checkpoint_every_steps, self.eval_every_steps)
+    return min([steps_per_loop, self.total_steps - step] +
+               [every - step % every for every in periods if every])
 
 
 def make_plan(config: Config, info, strategy) -> Plan:
@@ -210,7 +231,8 @@ def make_plan(config: Config, info, strategy) -> Plan:
                     f'{info.num_train_examples} training examples of {info.name}')
   total = config.train_steps or config.epochs * steps_per_epoch
   return Plan(steps_per_epoch=steps_per_epoch, total_steps=total, per_replica_batch=per_replica,
-              checkpoint_every_steps=config.checkpoint_every_steps)
+              checkpoint_every_steps=config.checkpoint_every_steps,
+              eval_every_steps=config.eval_every_steps)
 
 
 def _format_duration(seconds: float) -> str:
@@ -268,7 +290,7 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
   keras.mixed_precision.set_global_policy(
       'float32' if config.mixed_precision == 'none' else config.mixed_precision)
   try:
-    trainer = Trainer(config, strategy, info)
+    trainer = Trainer(config, strategy, info, plan.total_steps)
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -318,7 +340,7 @@ def _run(config, strategy, source, plan, trainer, checkpoints, watcher, model_di
   info = source.info
   train_iterator = input_pipeline.distributed_train_iterator(
       strategy, source, config.batch_size, plan.steps_per_epoch, config.seed,
-      config.shuffle_buffer, start_step=trainer.step)
+      config.shuffle_buffer, start_step=trainer.step, augment=config.augment)
   eval_data, eval_steps = input_pipeline.distributed_eval_dataset(
       strategy, source, config.batch_size)
 
@@ -355,7 +377,7 @@ def _run(config, strategy, source, plan, trainer, checkpoints, watcher, model_di
         examples_per_second=size * config.batch_size / elapsed, step_time=elapsed / size,
         input_wait_fraction=input_wait.fraction(waited, loop_seconds))
     watcher.check(step, checkpoints)
-    if plan.is_epoch_end(step):
+    if plan.is_eval_step(step):
       eval_result = evaluate(trainer, eval_data, eval_steps)
       logging.info('epoch %d/%d  eval  loss %.4f  accuracy %.4f  (%d examples)',
                    plan.epoch_of(step - 1), plan.epochs, *eval_result)
