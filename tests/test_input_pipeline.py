@@ -133,10 +133,11 @@ def test_first_examples_are_the_stored_training_examples_in_order():
 
 def test_augmentation_flips_and_shifts_reproducibly_and_resumes_exactly():
   source = _id_source(num_train=64, num_eval=10, shape=(16, 16, 3))
-  make = lambda start=0, augment=True: input_pipeline.train_dataset(
+  make = lambda start=0, augment='flip_shift': input_pipeline.train_dataset(
       source, _context(), global_batch=8, steps_per_epoch=8, seed=2, shuffle_buffer=100,
       start_step=start, augment=augment)
-  plain = [images.numpy() for images, _ in make(augment=False).take(16)]
+  plain = [images.numpy() for images, _ in make(augment='none').take(16)]
+  flipped = [images.numpy() for images, _ in make(augment='flip').take(16)]
   augmented = [images.numpy() for images, _ in make().take(16)]
   again = [images.numpy() for images, _ in make().take(16)]
   resumed = [images.numpy() for images, _ in make(start=11).take(5)]
@@ -146,3 +147,8 @@ def test_augmentation_flips_and_shifts_reproducibly_and_resumes_exactly():
   # Shifts move pixels, they do not invent values: every value is an original's or 0.
   for original, shifted in zip(plain, augmented):
     assert set(np.unique(shifted)) <= set(np.unique(original)) | {0.0}
+  # Flips alone: each image is the original or its mirror, and both occur.
+  mirrored = [np.array_equal(f, o[:, ::-1, :]) for fs, os_ in zip(flipped, plain)
+              for f, o in zip(fs, os_)]
+  kept = [np.array_equal(f, o) for fs, os_ in zip(flipped, plain) for f, o in zip(fs, os_)]
+  assert all(m or k for m, k in zip(mirrored, kept)) and any(mirrored) and any(kept)

@@ -108,6 +108,7 @@ def test_label_smoothing_spreads_the_target():
 
 @pytest.mark.parametrize('overrides,message', [
     (dict(lr_schedule='linear'), "unknown --lr_schedule='linear'"),
+    (dict(augment='rotate'), "unknown --augment='rotate'"),
     (dict(label_smoothing=1.0), '--label_smoothing must be in'),
     (dict(warmup_steps=5), '--warmup_steps only applies to --lr_schedule=cosine'),
 ])

@@ -12,6 +12,7 @@ from trainer.errors import UserError
 STRATEGIES = ('default', 'one_device', 'mirrored', 'multi_worker', 'tpu')
 MIXED_PRECISION = ('none', 'mixed_float16', 'mixed_bfloat16')
 LR_SCHEDULES = ('constant', 'cosine')
+AUGMENTATIONS = ('none', 'flip', 'flip_shift')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Config:
   jit_compile: bool = False
 
   # Beyond the tutorial (configs/fast.cfg): same model, better training recipe.
-  augment: bool = False  # Random flips and 4-pixel shifts.
+  augment: str = 'none'  # 'flip': random horizontal flips; 'flip_shift': and 4-pixel shifts.
   lr_schedule: str = 'constant'
   warmup_steps: int = 0
   label_smoothing: float = 0.0
@@ -59,6 +60,9 @@ class Config:
     if self.strategy not in STRATEGIES:
       raise UserError(f'unknown --strategy={self.strategy!r}; choose one of: '
                       f'{", ".join(STRATEGIES)}')
+    if self.augment not in AUGMENTATIONS:
+      raise UserError(f'unknown --augment={self.augment!r}; choose one of: '
+                      f'{", ".join(AUGMENTATIONS)}')
     if self.lr_schedule not in LR_SCHEDULES:
       raise UserError(f'unknown --lr_schedule={self.lr_schedule!r}; choose one of: '
                       f'{", ".join(LR_SCHEDULES)}')

@@ -2,7 +2,7 @@
 
 from absl import flags
 
-from trainer.config import Config, LR_SCHEDULES, MIXED_PRECISION, STRATEGIES
+from trainer.config import AUGMENTATIONS, Config, LR_SCHEDULES, MIXED_PRECISION, STRATEGIES
 
 _DEFAULTS = Config()
 
@@ -42,8 +42,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   define('string', 'mixed_precision', f'Keras mixed-precision policy: '
          f'{", ".join(MIXED_PRECISION)}.')
   define('bool', 'jit_compile', 'Compile the forward/backward pass with XLA.')
-  define('bool', 'augment', 'Random horizontal flips and shifts of up to 4 pixels (not for '
-         'data sets where a mirror image changes the class, like digits).')
+  define('string', 'augment', f'Training augmentation: {", ".join(AUGMENTATIONS)} (random '
+         'horizontal flips, and shifts of up to 4 pixels; no flips for data sets where a mirror '
+         'image changes the class, like digits).')
   define('string', 'lr_schedule', f'Learning rate schedule: {", ".join(LR_SCHEDULES)} '
          '(cosine decays --learning_rate to 0 over the run, after --warmup_steps).')
   define('integer', 'warmup_steps', 'Linear warm-up from 0 to --learning_rate (cosine only).')

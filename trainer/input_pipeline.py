@@ -186,11 +186,13 @@ def first_examples(source: Source, count: int):
   return np.stack(images), labels
 
 
-def _augment(seed, image, label):
-  """A random horizontal flip and a shift of up to 4 pixels (zero padding), the standard
-  CIFAR augmentation; stateless, so the same seed always gives the same picture."""
+def _augment(seed, shift, image, label):
+  """A random horizontal flip and, if `shift`, a shift of up to 4 pixels (zero padding),
+  the standard CIFAR augmentation; stateless: the same seed gives the same picture."""
   flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+  if not shift:
+    return image, label
   padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
   return tf.image.stateless_random_crop(padded, tf.shape(image), crop_seed), label
 
@@ -208,7 +210,7 @@ def _options() -> tf.data.Options:
 
 def train_dataset(source: Source, context: tf.distribute.InputContext, global_batch: int,
                   steps_per_epoch: int, seed: int, shuffle_buffer: int,
-                  start_step: int = 0, augment: bool = False) -> tf.data.Dataset:
+                  start_step: int = 0, augment: str = 'none') -> tf.data.Dataset:
   """Endless per-replica training batches; epoch e is shuffled by (seed, e) alone.
 
   Deriving each epoch's order (and each example's augmentation) from the seed, not from
@@ -224,9 +226,10 @@ def train_dataset(source: Source, context: tf.distribute.InputContext, global_ba
     epoch_seed = seed * 100_003 + index
     ds = (raw.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
           .take(examples_per_epoch))
-    if augment:
+    if augment != 'none':
+      shift = augment == 'flip_shift'
       ds = ds.enumerate().map(
-          lambda position, example: _augment(tf.stack([epoch_seed, position]), *example),
+          lambda position, example: _augment(tf.stack([epoch_seed, position]), shift, *example),
           num_parallel_calls=AUTOTUNE)
     return ds.batch(per_replica, drop_remainder=True)
 
@@ -276,7 +279,7 @@ class _RepeatedBatch:
 
 
 def distributed_train_iterator(strategy, source, global_batch, steps_per_epoch, seed,
-                               shuffle_buffer, start_step=0, augment=False):
+                               shuffle_buffer, start_step=0, augment='none'):
   if getattr(source, 'device_resident', False):
     shape = source.info.image_shape
     num_classes = source.info.num_classes
