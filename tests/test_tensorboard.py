@@ -67,6 +67,9 @@ def test_training_images_hparams_and_profile(finished_run):
   session, experiment = tb_events.hparams(model_dir)
   assert session.hparams['batch_size'].number_value == 32
   assert session.hparams['strategy'].string_value == 'default'
+  assert session.hparams['lr_schedule'].string_value == 'constant'
+  assert session.hparams['replicas'].number_value == 1
+  assert 'model_dir' not in session.hparams and 'profile_steps' not in session.hparams
   assert {m.name.tag for m in experiment.metric_infos} == set(summaries.HPARAMS_METRICS)
   final = tb_events.scalars(model_dir)
   assert final['final/eval_accuracy'] == [(32, pytest.approx(outcome.metrics['eval_accuracy']))]

@@ -327,12 +327,19 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
     run_summaries.close()
 
 
+# Where a run reads and writes, and how often it saves: no bearing on what it learns.
+_NOT_HPARAMS = ('data_dir', 'model_dir', 'tensorboard_dir', 'checkpoint_dir', 'export_dir',
+                'tpu', 'profile_steps', 'checkpoint_every_steps', 'keep_checkpoints')
+
+
 def _hparams(config: Config, strategy) -> dict:
-  """The settings that tell runs apart in TensorBoard's HParams dashboard."""
-  names = ('dataset', 'strategy', 'batch_size', 'learning_rate', 'epochs', 'train_steps',
-           'steps_per_loop', 'seed', 'shuffle_buffer', 'mixed_precision', 'jit_compile')
-  return dict({name: getattr(config, name) for name in names},
-              replicas=strategy.num_replicas_in_sync)
+  """The settings that tell runs apart in TensorBoard's HParams dashboard.
+
+  Every Config field but those above, so that a new training option shows up unasked.
+  """
+  values = {name: value for name, value in dataclasses.asdict(config).items()
+            if name not in _NOT_HPARAMS and value is not None}
+  return dict(values, replicas=strategy.num_replicas_in_sync)
 
 
 def _run(config, strategy, source, plan, trainer, checkpoints, watcher, model_dir, chief,
