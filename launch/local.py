@@ -11,7 +11,6 @@ SIGINT or SIGTERM to the launcher is passed to the workers as SIGTERM, so they s
 checkpoint and stop together; a second one kills them.
 """
 
-import argparse
 import ctypes
 import json
 import os
@@ -23,10 +22,11 @@ import sys
 import threading
 import time
 
+from launch import cli
 from launch import tf_config
+from trainer.errors import EXIT_USER_ERROR
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXIT_USER_ERROR = 2
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
@@ -40,6 +40,11 @@ def free_ports(count: int):
   finally:
     for s in sockets:
       s.close()
+
+
+def worker_env(hosts, index: int) -> dict:
+  """This process's environment plus the TF_CONFIG of the worker at `index` of `hosts`."""
+  return dict(os.environ, TF_CONFIG=json.dumps(tf_config.tf_config(hosts, index)))
 
 
 def _die_with_launcher():
@@ -86,12 +91,10 @@ class Launcher:
     command = [sys.executable, '-m', 'trainer.main', *self._trainer_args,
                '--strategy=multi_worker']  # Last, so that no preset overrides it.
     for index in range(self._num_workers):
-      config = tf_config.tf_config(hosts, index)
-      env = dict(os.environ, TF_CONFIG=json.dumps(config), PYTHONPATH=path)
       process = subprocess.Popen(
-          command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-          stderr=subprocess.STDOUT, text=True, errors='replace', start_new_session=True,
-          preexec_fn=_die_with_launcher)
+          command, env=dict(worker_env(hosts, index), PYTHONPATH=path),
+          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+          text=True, errors='replace', start_new_session=True, preexec_fn=_die_with_launcher)
       self._processes.append(process)
       self._print('launch', f'worker {index}: pid {process.pid}, {hosts[index]}')
     for index, process in enumerate(self._processes):
@@ -163,27 +166,17 @@ class Launcher:
 
 
 def parse_args(argv):
-  parser = argparse.ArgumentParser(
-      prog='python -m launch.local', description=__doc__.split('\n\n')[0],
-      usage='%(prog)s [--num_workers=N] [--grace_seconds=S] -- TRAINER_FLAGS...')
-  # One line, like the trainer's errors, instead of argparse's usage block.
-  parser.error = lambda message: parser.exit(
-      EXIT_USER_ERROR, f'error: {message} (trainer flags go after --)\n')
+  parser = cli.parser('python -m launch.local', __doc__, usage='%(prog)s [--num_workers=N] '
+                      '[--grace_seconds=S] -- TRAINER_FLAGS...')
   parser.add_argument('--num_workers', type=int, default=2, help='worker processes (default 2)')
   parser.add_argument('--grace_seconds', type=float, default=30.0,
                       help='after a worker fails, how long the others may take to stop on '
                       'their own before they are killed (default 30)')
-  parser.add_argument('trainer_args', nargs=argparse.REMAINDER,
-                      help='flags for python -m trainer.main, after --')
-  args = parser.parse_args(argv)
-  if args.trainer_args[:1] == ['--']:
-    args.trainer_args = args.trainer_args[1:]
+  args = cli.parse(parser, argv)
   if args.num_workers < 1:
-    parser.exit(EXIT_USER_ERROR, f'error: --num_workers must be at least 1, got '
-                f'{args.num_workers}\n')
+    parser.error(f'--num_workers must be at least 1, got {args.num_workers}')
   if args.grace_seconds < 0:
-    parser.exit(EXIT_USER_ERROR, f'error: --grace_seconds must not be negative, got '
-                f'{args.grace_seconds:g}\n')
+    parser.error(f'--grace_seconds must not be negative, got {args.grace_seconds:g}')
   return args
 
 

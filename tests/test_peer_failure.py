@@ -4,16 +4,13 @@ No launcher here: on a user's cluster nothing of ours watches the workers, so th
 survivor must notice by itself (TensorFlow's coordination service heartbeats).
 """
 
-import json
-import os
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
-from launch.local import free_ports
+from launch.local import free_ports, worker_env
 from tests.conftest import REPO
 from tests.process_output import Lines
 from trainer.errors import EXIT_PEER_LOST
@@ -23,17 +20,16 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize('victim', [0, 1], ids=['chief_dies', 'worker_dies'])
 def test_the_surviving_worker_exits_within_a_minute(tmp_path, victim):
-  workers = [f'localhost:{port}' for port in free_ports(2)]
+  hosts = [f'localhost:{port}' for port in free_ports(2)]
   command = [sys.executable, '-m', 'trainer.main', '--strategy=multi_worker',
              '--dataset=synthetic', f'--model_dir={tmp_path}', '--train_steps=100000',
              '--steps_per_loop=10', '--checkpoint_every_steps=0']
   processes = []
   try:
     for index in range(2):
-      env = dict(os.environ, TF_CONFIG=json.dumps(
-          {'cluster': {'worker': workers}, 'task': {'type': 'worker', 'index': index}}))
-      processes.append(subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE,
-                                        stdout=subprocess.DEVNULL, text=True))
+      processes.append(subprocess.Popen(command, cwd=REPO, env=worker_env(hosts, index),
+                                        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                        text=True))
     survivor = processes[1 - victim]
     output = Lines(survivor.stderr)
     output.wait_for(r'step 30/100000', timeout=240)
