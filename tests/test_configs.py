@@ -1,0 +1,52 @@
+"""Every preset in configs/ parses as the trainer parses it and passes its validation."""
+
+from absl import flags
+import pytest
+
+from tests.conftest import REPO
+from trainer import flags as trainer_flags
+
+PRESETS = sorted((REPO / 'configs').glob('*.cfg'))
+TUTORIAL_BATCH, TUTORIAL_RATE = 64, 1e-3
+
+
+def load(path, *more_flags):
+  values = flags.FlagValues()
+  trainer_flags.define_flags(values)
+  values(['trainer', f'--flagfile={path}', *more_flags])
+  return trainer_flags.config_from_flags(values)
+
+
+def test_the_presets_are_all_here():
+  assert {p.stem for p in PRESETS} >= {'tutorial', 'multi_gpu', 'multi_worker', 'tpu'}
+
+
+@pytest.mark.parametrize('path', PRESETS, ids=[p.stem for p in PRESETS])
+def test_preset_parses_and_validates(path):
+  config = load(path)
+  assert config.dataset == 'cifar10'
+
+
+def test_later_flags_override_a_preset():
+  assert load(REPO / 'configs' / 'multi_gpu.cfg', '--epochs=1').epochs == 1
+
+
+def test_tutorial_is_the_tutorial():
+  config = load(REPO / 'configs' / 'tutorial.cfg')
+  assert (config.strategy, config.batch_size, config.learning_rate, config.epochs) == (
+      'default', TUTORIAL_BATCH, TUTORIAL_RATE, 5)
+
+
+@pytest.mark.parametrize('name', ['multi_gpu', 'multi_worker'])
+def test_eight_replica_presets_scale_batch_and_rate_together(name):
+  config = load(REPO / 'configs' / f'{name}.cfg')
+  assert config.batch_size == 8 * TUTORIAL_BATCH
+  assert config.learning_rate == pytest.approx(8 * TUTORIAL_RATE)
+
+
+def test_tpu_preset():
+  config = load(REPO / 'configs' / 'tpu.cfg')
+  assert config.strategy == 'tpu' and config.mixed_precision == 'mixed_bfloat16'
+  assert config.batch_size >= 1024 and config.batch_size % 8 == 0  # v2/v3-8: 8 cores.
+  assert config.steps_per_loop > 50_000 // config.batch_size  # A whole epoch per call.
+  assert config.data_dir.startswith('gs://') and config.model_dir.startswith('gs://')
