@@ -1,0 +1,150 @@
+"""Vertex AI job spec and TPU VM steps: what they would submit, and what gcloud receives.
+
+A stand-in `gcloud` on PATH records its arguments, so the real submission path runs too.
+"""
+
+import json
+import os
+import stat
+import tarfile
+
+from absl import flags
+import pytest
+
+from launch import tpu_vm
+from launch import vertex
+from tests.conftest import REPO
+from trainer import flags as trainer_flags
+
+_FAKE_GCLOUD = '''#!/bin/sh
+# Records each call: its arguments, one per line, then any --config file and scp'd tarball.
+dir="$(dirname "$0")"
+n=$(ls "$dir"/call-* 2>/dev/null | wc -l)
+printf '%s\\n' "$@" > "$dir/call-$n"
+for arg in "$@"; do
+  case "$arg" in
+    --config=*) cp "${arg#--config=}" "$dir/config-$n" ;;
+    *.tar.gz) [ -f "$arg" ] && cp "$arg" "$dir/tarball-$n" ;;
+  esac
+done
+exit "${FAKE_GCLOUD_EXIT:-0}"
+'''
+
+
+@pytest.fixture
+def gcloud(tmp_path, monkeypatch):
+  """A recording gcloud first on PATH; returns a function listing the calls made."""
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  script = bin_dir / 'gcloud'
+  script.write_text(_FAKE_GCLOUD)
+  script.chmod(script.stat().st_mode | stat.S_IEXEC)
+  monkeypatch.setenv('PATH', f'{bin_dir}{os.pathsep}{os.environ["PATH"]}')
+  return lambda: [(bin_dir / f'call-{i}').read_text().splitlines()
+                  for i in range(len(list(bin_dir.glob('call-*'))))]
+
+
+def _parse_trainer_flags(args, monkeypatch):
+  monkeypatch.chdir(REPO)  # Presets are named relative to the checkout (the image's /app).
+  values = flags.FlagValues()
+  trainer_flags.define_flags(values)
+  values(['trainer', *args])
+  return trainer_flags.config_from_flags(values)
+
+
+def _dry_run_spec(capsys, *argv):
+  assert vertex.main(['--image=IMAGE', '--bucket=gs://bkt/', '--dry_run', *argv]) == 0
+  out = capsys.readouterr().out
+  spec_text, command = out.split('# submit with: ')
+  return json.loads(spec_text), command.strip()
+
+
+def test_vertex_dry_run_has_a_chief_pool_and_a_worker_pool(capsys, monkeypatch):
+  spec, command = _dry_run_spec(capsys, '--', '--epochs=3')
+  chief, workers = spec['workerPoolSpecs']
+  assert chief['replicaCount'] == 1 and workers['replicaCount'] == 1
+  for pool in (chief, workers):
+    assert pool['machineSpec'] == {'machineType': 'n1-standard-16',
+                                   'acceleratorType': 'NVIDIA_TESLA_T4', 'acceleratorCount': 4}
+    assert pool['containerSpec']['imageUri'] == 'IMAGE'
+  assert chief['containerSpec']['args'] == workers['containerSpec']['args'] == [
+      '--flagfile=configs/multi_worker.cfg', '--data_dir=gs://bkt/tensorflow_datasets',
+      '--epochs=3']
+  assert spec['baseOutputDirectory'] == {'outputUriPrefix': 'gs://bkt/runs/cifar10-multi-worker'}
+  assert spec['scheduling'] == {'restartJobOnWorkerRestart': True}
+  assert command == ('gcloud ai custom-jobs create --region=us-central1 '
+                     '--display-name=cifar10-multi-worker --config=SPEC.json')
+  config = _parse_trainer_flags(chief['containerSpec']['args'], monkeypatch)
+  assert config.strategy == 'multi_worker' and config.epochs == 3
+  assert config.batch_size % (2 * 4) == 0  # The default 2 machines x 4 GPUs.
+
+  spec, _ = _dry_run_spec(capsys, '--workers=5')
+  assert [p['replicaCount'] for p in spec['workerPoolSpecs']] == [1, 4]
+
+
+def test_vertex_single_machine_cpu_job_has_one_pool(capsys):
+  spec, _ = _dry_run_spec(capsys, '--workers=1', '--accelerator_count=0',
+                          '--preset=configs/multi_gpu.cfg')
+  (pool,) = spec['workerPoolSpecs']
+  assert pool['machineSpec'] == {'machineType': 'n1-standard-16'}
+  assert 'scheduling' not in spec
+
+
+def test_vertex_submits_the_dry_run_spec_through_gcloud(capsys, gcloud, tmp_path):
+  expected, _ = _dry_run_spec(capsys, '--project=proj')
+  assert vertex.main(['--image=IMAGE', '--bucket=bkt', '--project=proj']) == 0
+  (call,) = gcloud()
+  assert call[:6] == ['ai', 'custom-jobs', 'create', '--project=proj', '--region=us-central1',
+                      '--display-name=cifar10-multi-worker']
+  assert json.loads((tmp_path / 'bin' / 'config-0').read_text()) == expected
+
+
+def test_vertex_without_gcloud_says_so(monkeypatch, tmp_path, capsys):
+  monkeypatch.setenv('PATH', str(tmp_path))
+  assert vertex.main(['--image=IMAGE', '--bucket=bkt']) == 2
+  assert capsys.readouterr().err.startswith('error: gcloud is not on PATH')
+
+
+def test_tpu_run_copies_to_all_hosts_and_trains_from_worker_0(gcloud, tmp_path, monkeypatch):
+  assert tpu_vm.main(['run', '--name=tpu1', '--zone=z', '--bucket=gs://bkt', '--',
+                      '--epochs=2']) == 0
+  scp, setup, train = gcloud()
+  assert scp[:4] == ['compute', 'tpus', 'tpu-vm', 'scp'] and '--worker=all' in scp
+  with tarfile.open(tmp_path / 'bin' / 'tarball-0') as tar:
+    names = set(tar.getnames())
+  assert {'trainer/main.py', 'configs/tpu.cfg', 'requirements.txt'} <= names
+  assert not any('__pycache__' in name for name in names)
+  assert setup[3:6] == ['ssh', 'tpu1', '--worker=all']
+  assert "grep -v '^tensorflow==' requirements.txt" in setup[6]  # Keeps the TPU build.
+  assert train[3:6] == ['ssh', 'tpu1', '--worker=0']
+  command = train[6][len('--command='):]
+  assert 'TPU_LOAD_LIBRARY' not in command
+  trainer_args = command.split('python3 -m trainer.main ')[1].split()
+  assert trainer_args[-2:] == ['--tpu=local', '--epochs=2']
+  config = _parse_trainer_flags(trainer_args, monkeypatch)
+  assert config.strategy == 'tpu' and config.mixed_precision == 'mixed_bfloat16'
+  assert config.data_dir == 'gs://bkt/tensorflow_datasets'
+  assert config.model_dir == 'gs://bkt/runs/tpu1'
+
+
+def test_tpu_pod_slice_names_the_tpu_and_uses_the_pod_image(capsys):
+  assert tpu_vm.main(['create', '--name=big', '--zone=z', '--accelerator_type=v4-32', '--pod',
+                      '--dry_run']) == 0
+  assert tpu_vm.main(['run', '--name=big', '--zone=z', '--bucket=bkt', '--pod',
+                      '--dry_run']) == 0
+  out = capsys.readouterr().out
+  assert ('+ gcloud compute tpus tpu-vm create big --accelerator-type=v4-32 '
+          f'--version=tpu-vm-tf-{tpu_vm.pinned_tensorflow()}-pod-pjrt --zone=z') in out
+  assert 'TPU_LOAD_LIBRARY=0 python3 -m trainer.main' in out and '--tpu=big' in out
+
+
+def test_tpu_steps_stop_at_the_first_failing_gcloud(gcloud, monkeypatch):
+  monkeypatch.setenv('FAKE_GCLOUD_EXIT', '3')
+  assert tpu_vm.main(['run', '--name=t', '--zone=z', '--bucket=b']) == 3
+  assert len(gcloud()) == 1
+
+
+def test_tpu_delete(gcloud):
+  assert tpu_vm.main(['delete', '--name=t', '--zone=z', '--project=p']) == 0
+  assert gcloud() == [['compute', 'tpus', 'tpu-vm', 'delete', 't', '--quiet', '--zone=z',
+                       '--project=p']]
