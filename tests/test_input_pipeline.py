@@ -152,3 +152,16 @@ def test_augmentation_flips_and_shifts_reproducibly_and_resumes_exactly():
               for f, o in zip(fs, os_)]
   kept = [np.array_equal(f, o) for fs, os_ in zip(flipped, plain) for f, o in zip(fs, os_)]
   assert all(m or k for m, k in zip(mirrored, kept)) and any(mirrored) and any(kept)
+
+
+@pytest.mark.parametrize('cache,threads', [(False, 0), (True, 2)])
+def test_pipeline_options_change_speed_not_data(cache, threads):
+  source = _id_source(num_train=48, num_eval=10)
+  make = lambda **kw: [_ids(images).tolist() for images, _ in input_pipeline.train_dataset(
+      source, _context(), global_batch=8, steps_per_epoch=6, seed=4, shuffle_buffer=100,
+      **kw).take(12)]
+  assert make(cache=cache, threads=threads) == make()
+  evaluated = input_pipeline.eval_dataset(source, _context(), global_batch=4, steps=3,
+                                          cache=cache, threads=threads)
+  assert sorted(np.concatenate([_ids(i) for i, _, _ in evaluated]).tolist()) == \
+      sorted([100_000 % 65536 + i for i in range(10)] + [0, 0])

@@ -35,6 +35,8 @@ class Config:
   steps_per_loop: int = 100
   seed: int = 42
   shuffle_buffer: int = 50_000
+  cache: bool = True  # Keep the raw uint8 examples in memory after the first epoch.
+  input_threads: int = 0  # A private tf.data thread pool of this size; 0: the shared one.
   mixed_precision: str = 'none'
   jit_compile: bool = False
 
@@ -79,7 +81,7 @@ class Config:
     if self.learning_rate <= 0:
       raise UserError(f'--learning_rate must be positive, got {self.learning_rate}')
     for name in ('epochs', 'train_steps', 'num_cpu_devices', 'checkpoint_every_steps',
-                 'eval_every_steps', 'warmup_steps'):
+                 'eval_every_steps', 'warmup_steps', 'input_threads'):
       if getattr(self, name) < 0:
         raise UserError(f'--{name} must not be negative, got {getattr(self, name)}')
     if self.epochs == 0 and self.train_steps == 0:

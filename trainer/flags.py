@@ -39,6 +39,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   define('integer', 'seed', 'Seed for initial weights and data order.')
   define('integer', 'shuffle_buffer', 'Examples in the shuffle buffer per input pipeline '
          '(>= split size: a full shuffle).')
+  define('bool', 'cache', 'Keep the raw (uint8) examples in memory after the first pass; '
+         '--nocache for data sets larger than memory.')
+  define('integer', 'input_threads', 'Private tf.data thread pool of this size for the input '
+         'pipeline; 0: TensorFlow\'s shared pool.')
   define('string', 'mixed_precision', f'Keras mixed-precision policy: '
          f'{", ".join(MIXED_PRECISION)}.')
   define('bool', 'jit_compile', 'Compile the forward/backward pass with XLA.')

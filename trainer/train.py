@@ -347,9 +347,10 @@ def _run(config, strategy, source, plan, trainer, checkpoints, watcher, model_di
   info = source.info
   train_iterator = input_pipeline.distributed_train_iterator(
       strategy, source, config.batch_size, plan.steps_per_epoch, config.seed,
-      config.shuffle_buffer, start_step=trainer.step, augment=config.augment)
+      config.shuffle_buffer, start_step=trainer.step, augment=config.augment,
+      cache=config.cache, threads=config.input_threads)
   eval_data, eval_steps = input_pipeline.distributed_eval_dataset(
-      strategy, source, config.batch_size)
+      strategy, source, config.batch_size, cache=config.cache, threads=config.input_threads)
 
   start = time.time()
   train_seconds = 0.0
