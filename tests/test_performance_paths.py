@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import make_source
+from trainer import steps
 from trainer import train
 from trainer.config import Config
 
@@ -53,7 +54,7 @@ def test_float16_overflow_skips_the_step_and_lowers_the_loss_scale(tmp_path, rep
   source = make_source()
   keras.mixed_precision.set_global_policy('mixed_float16')
   try:
-    trainer = train.Trainer(config, strategy, source.info)
+    trainer = steps.Trainer(config, strategy, source.info)
   finally:
     keras.mixed_precision.set_global_policy('float32')
   before = trainer.model.get_weights()

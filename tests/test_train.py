@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from trainer import steps
 from trainer import strategy as strategy_lib
 from trainer import train
 from trainer.config import Config
@@ -86,20 +87,20 @@ def test_learns_real_cifar10(tmp_path, cifar_dir):
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
   config = Config(lr_schedule='cosine', learning_rate=0.01, warmup_steps=10)
-  schedule = train._learning_rate(config, total_steps=110)  # pylint: disable=protected-access
+  schedule = steps.make_learning_rate(config, total_steps=110)
   assert float(schedule(0)) == pytest.approx(0.0)
   assert float(schedule(5)) == pytest.approx(0.005)
   assert float(schedule(10)) == pytest.approx(0.01)
   assert float(schedule(60)) == pytest.approx(0.005, rel=1e-3)
   assert float(schedule(110)) == pytest.approx(0.0, abs=1e-7)
-  assert train._learning_rate(Config(), 100) == 1e-3  # pylint: disable=protected-access
+  assert steps.make_learning_rate(Config(), 100) == 1e-3
 
 
 def test_label_smoothing_spreads_the_target():
   labels = tf.constant([0, 1])
   logits = tf.constant([[10.0, 0.0, 0.0], [0.0, 10.0, 0.0]])
-  plain = train._per_example_loss(labels, logits)  # pylint: disable=protected-access
-  smoothed = train._per_example_loss(labels, logits, 0.3)  # pylint: disable=protected-access
+  plain = steps.cross_entropy(labels, logits)
+  smoothed = steps.cross_entropy(labels, logits, 0.3)
   # With targets (0.8, 0.1, 0.1): a confident right answer now costs more.
   expected = -(0.8 * tf.nn.log_softmax(logits)[0, 0] + 0.2 * tf.nn.log_softmax(logits)[0, 1])
   np.testing.assert_allclose(smoothed.numpy(), [expected.numpy()] * 2, rtol=1e-5)

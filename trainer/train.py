@@ -1,7 +1,6 @@
 """The custom training loop: build the model inside the strategy, train, evaluate, report."""
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -9,17 +8,15 @@ from typing import Optional
 
 from absl import logging
 import keras
-import numpy as np
 import tensorflow as tf
 
 from trainer import checkpointing
-from trainer import confusion
 from trainer import export
 from trainer import input_pipeline
 from trainer import input_wait
-from trainer import models
 from trainer import profiling
 from trainer import run_dirs
+from trainer import steps
 from trainer import strategy as strategy_lib
 from trainer import summaries
 from trainer.config import Config
@@ -29,163 +26,11 @@ RESULTS_FILE = 'results.json'
 CONFIG_FILE = 'config.json'
 
 
-class _Sums:
-  """Per-replica running sums of loss, correct predictions and example weight.
-
-  Sync-on-read variables: replicas add locally with no communication, and reading them
-  outside `strategy.run` sums across all replicas and workers once per log line.
-  """
-
-  def __init__(self, name: str):
-    def variable(suffix):
-      return tf.Variable(0.0, trainable=False, name=f'{name}_{suffix}',
-                         synchronization=tf.VariableSynchronization.ON_READ,
-                         aggregation=tf.VariableAggregation.SUM)
-    self.loss, self.correct, self.count = variable('loss'), variable('correct'), variable('count')
-
-  def add(self, labels, logits, per_example_loss, weights):
-    predictions = tf.argmax(logits, axis=-1, output_type=labels.dtype)
-    hits = tf.cast(tf.equal(predictions, labels), tf.float32)
-    self.loss.assign_add(tf.reduce_sum(per_example_loss * weights))
-    self.correct.assign_add(tf.reduce_sum(hits * weights))
-    self.count.assign_add(tf.reduce_sum(weights))
-
-  def result(self):
-    """Returns (mean loss, accuracy, example count) over everything added since reset."""
-    count = float(self.count.numpy())
-    if not count:
-      return float('nan'), float('nan'), 0
-    return float(self.loss.numpy()) / count, float(self.correct.numpy()) / count, int(count)
-
-  def reset(self):
-    for v in (self.loss, self.correct, self.count):
-      v.assign(0.0)
-
-
-def _per_example_loss(labels, logits, label_smoothing=0.0):
-  if not label_smoothing:
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-  classes = logits.shape[-1]
-  targets = tf.one_hot(labels, classes) * (1.0 - label_smoothing) + label_smoothing / classes
-  return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
-
-
-def _learning_rate(config: Config, total_steps: int):
-  if config.lr_schedule == 'constant':
-    return config.learning_rate
-  if not total_steps:
-    raise ValueError('a cosine schedule needs the run\'s total_steps')
-  warmup = min(config.warmup_steps, total_steps - 1)
-  # Starts at 0 and warms up linearly when warmup > 0, else starts at the peak.
-  return keras.optimizers.schedules.CosineDecay(
-      initial_learning_rate=0.0 if warmup else config.learning_rate,
-      decay_steps=max(total_steps - warmup, 1),
-      warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
-
-
-class Trainer:
-  """The model, its optimizer and the compiled train/eval loops, all under one strategy."""
-
-  def __init__(self, config: Config, strategy: tf.distribute.Strategy, info,
-               total_steps: int = 0):
-    self.config = config
-    self.strategy = strategy
-    self.global_batch = config.batch_size
-    with strategy.scope():
-      self.model = models.create_model(info.image_shape, info.num_classes)
-      optimizer = keras.optimizers.Adam(learning_rate=_learning_rate(config, total_steps))
-      if config.mixed_precision == 'mixed_float16':
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-      # Keras 3 creates optimizer slots lazily, which fails inside a replica context:
-      # build them now, on the model's variables, inside the scope.
-      optimizer.build(self.model.trainable_variables)
-      self.optimizer = optimizer
-      # Batches consumed, which positions the data stream on resume. Not the optimizer's
-      # step count: a float16 step with overflowing gradients is skipped, not applied.
-      self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step',
-                                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-      self.train_sums = _Sums('train')
-      self.eval_sums = _Sums('eval')
-      self.eval_confusion = confusion.ConfusionMatrix(info.num_classes)
-    self._gradients = tf.function(self._compute_gradients, jit_compile=True) \
-        if config.jit_compile else self._compute_gradients
-    self.train_loop = tf.function(self._train_loop)
-    self.eval_loop = tf.function(self._eval_loop)
-
-  def _compute_gradients(self, images, labels):
-    variables = self.model.trainable_variables
-    with tf.GradientTape() as tape:
-      logits = self.model(images, training=True)
-      per_example_loss = _per_example_loss(labels, logits, self.config.label_smoothing)
-      # Averaged over the *global* batch: the optimizer sums gradients across replicas.
-      loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=self.global_batch)
-      if self.loss_scaled:
-        loss = self.optimizer.scale_loss(loss)
-    return tape.gradient(loss, variables), logits, per_example_loss
-
-  @property
-  def loss_scaled(self) -> bool:
-    return isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
-
-  def _train_step(self, inputs):
-    images, labels = inputs
-    grads, logits, per_example_loss = self._gradients(images, labels)
-    replicas = self.strategy.num_replicas_in_sync
-    if self.loss_scaled and replicas > 1:
-      # Keras' LossScaleOptimizer tests each replica's *local* gradients for overflow, so
-      # replicas could disagree on skipping a step and then deadlock in the all-reduce.
-      # Reducing first gives every replica the same verdict; dividing by the replica count
-      # undoes the sum the optimizer applies again.
-      context = tf.distribute.get_replica_context()
-      grads = [g / replicas for g in context.all_reduce(tf.distribute.ReduceOp.SUM, grads)]
-    self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
-    self.train_sums.add(labels, logits, per_example_loss, tf.ones_like(per_example_loss))
-
-  def _train_loop(self, iterator, steps):
-    # Several steps per host call: the Python overhead is paid once per loop, not per step.
-    # Returns (seconds waiting for input, seconds in the loop) for TensorBoard; clocks are
-    # an error under op determinism.
-    timings = input_wait.timed_loop(
-        iterator, steps, lambda inputs: self.strategy.run(self._train_step, args=(inputs,)),
-        clocked=not self.config.deterministic)
-    self.global_step.assign_add(tf.cast(steps, tf.int64))
-    return timings
-
-  def _eval_step(self, inputs):
-    images, labels, weights = inputs
-    logits = self.model(images, training=False)
-    self.eval_sums.add(labels, logits, _per_example_loss(labels, logits), weights)
-    self.eval_confusion.add(labels, logits, weights)
-
-  def _eval_loop(self, iterator, steps):
-    for _ in tf.range(steps):
-      self.strategy.run(self._eval_step, args=(next(iterator),))
-
-  @tf.function
-  def weights_finite(self):
-    # The loss alone can hide NaN weights: ReLU on this CPU turns NaN activations into 0.
-    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v))
-                          for v in self.model.trainable_variables])
-
-  @property
-  def step(self) -> int:
-    return int(self.global_step.numpy())
-
-  @property
-  def learning_rate(self) -> float:
-    return float(np.asarray(self.optimizer.learning_rate))
-
-  @property
-  def skipped_steps(self) -> int:
-    """Steps whose float16 gradients overflowed, so the loss scale dropped instead."""
-    return self.step - int(self.optimizer.iterations.numpy())
-
-
 @dataclasses.dataclass
 class Outcome:
   metrics: dict  # What results.json holds.
   model_dir: str
-  trainer: Trainer
+  trainer: steps.Trainer
   loops: list  # (steps, seconds) of each host call, for throughput measurements.
 
 
@@ -242,7 +87,7 @@ def _format_duration(seconds: float) -> str:
   return f'{hours}h{minutes:02d}m{seconds:02d}s' if hours else f'{minutes}m{seconds:02d}s'
 
 
-def evaluate(trainer: Trainer, eval_dataset, eval_steps: int):
+def evaluate(trainer: steps.Trainer, eval_dataset, eval_steps: int):
   trainer.eval_sums.reset()
   trainer.eval_confusion.reset()
   trainer.eval_loop(iter(eval_dataset), tf.constant(eval_steps))
@@ -290,7 +135,7 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
   keras.mixed_precision.set_global_policy(
       'float32' if config.mixed_precision == 'none' else config.mixed_precision)
   try:
-    trainer = Trainer(config, strategy, info, plan.total_steps)
+    trainer = steps.Trainer(config, strategy, info, plan.total_steps)
   finally:
     keras.mixed_precision.set_global_policy(previous_policy)
 
