@@ -76,6 +76,7 @@ class Launcher:
     self._out = out or sys.stdout
     self._lock = threading.RLock()  # Re-entrant: the signal handler prints too.
     self._processes = []
+    self._relays = []
     self._exits = queue.Queue()
     self._stopping = False
 
@@ -98,7 +99,9 @@ class Launcher:
       self._processes.append(process)
       self._print('launch', f'worker {index}: pid {process.pid}, {hosts[index]}')
     for index, process in enumerate(self._processes):
-      threading.Thread(target=self._relay, args=(index, process), daemon=True).start()
+      self._relays.append(threading.Thread(target=self._relay, args=(index, process),
+                                           daemon=True))
+      self._relays[-1].start()
       threading.Thread(target=lambda i=index, p=process: self._exits.put((i, p.wait())),
                        daemon=True).start()
 
@@ -160,6 +163,8 @@ class Launcher:
         self._print('launch', f'worker {index} {_describe(returncode)}; the others get '
                     f'{self._grace_seconds:g} s to stop on their own, then are killed')
         kill_at = time.monotonic() + self._grace_seconds
+    for relay in self._relays:  # The workers' last lines before our summary.
+      relay.join(timeout=10)
     for index in sorted(exited):
       self._print('launch', f'worker {index} {_describe(exited[index])}')
     return 0 if first_failure is None else exit_status(first_failure)
