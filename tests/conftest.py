@@ -4,6 +4,8 @@ MirroredStrategy has two replicas on any machine."""
 import os
 import pathlib
 import socket
+import subprocess
+import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
@@ -46,6 +48,21 @@ def free_ports(count):
   for s in sockets:
     s.close()
   return ports
+
+
+def start_endless_workers(model_dir, count=2):
+  """Real workers of a multi-worker run on synthetic data that trains until stopped.
+
+  Each process's stderr is a pipe, stdout is discarded; the caller must kill them.
+  """
+  from launch.local import worker_env  # pylint: disable=g-import-not-at-top
+  hosts = [f'localhost:{port}' for port in free_ports(count)]
+  command = [sys.executable, '-m', 'trainer.main', '--strategy=multi_worker',
+             '--dataset=synthetic', f'--model_dir={model_dir}', '--train_steps=100000',
+             '--steps_per_loop=10', '--checkpoint_every_steps=0']
+  return [subprocess.Popen(command, cwd=REPO, env=worker_env(hosts, index),
+                           stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+          for index in range(count)]
 
 
 @pytest.fixture

@@ -4,14 +4,11 @@ No launcher here: on a user's cluster nothing of ours watches the workers, so th
 survivor must notice by itself (TensorFlow's coordination service heartbeats).
 """
 
-import subprocess
-import sys
 import time
 
 import pytest
 
-from launch.local import free_ports, worker_env
-from tests.conftest import REPO
+from tests.conftest import REPO, start_endless_workers
 from tests.process_output import Lines
 from trainer.errors import EXIT_PEER_LOST
 
@@ -20,16 +17,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize('victim', [0, 1], ids=['chief_dies', 'worker_dies'])
 def test_the_surviving_worker_exits_within_a_minute(tmp_path, victim):
-  hosts = [f'localhost:{port}' for port in free_ports(2)]
-  command = [sys.executable, '-m', 'trainer.main', '--strategy=multi_worker',
-             '--dataset=synthetic', f'--model_dir={tmp_path}', '--train_steps=100000',
-             '--steps_per_loop=10', '--checkpoint_every_steps=0']
-  processes = []
+  processes = start_endless_workers(tmp_path)
   try:
-    for index in range(2):
-      processes.append(subprocess.Popen(command, cwd=REPO, env=worker_env(hosts, index),
-                                        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                        text=True))
     survivor = processes[1 - victim]
     output = Lines(survivor.stderr)
     output.wait_for(r'step 30/100000', timeout=240)

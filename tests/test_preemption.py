@@ -1,7 +1,5 @@
 """Killed and preempted runs, as a scheduler does it: real processes, real signals."""
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO
+from tests.conftest import REPO, start_endless_workers
+from tests.process_output import Lines
 from trainer.errors import EXIT_PREEMPTED
 
 pytestmark = pytest.mark.slow
@@ -93,29 +92,17 @@ def test_signal_saves_at_the_current_step_and_the_rerun_repeats_none(tmp_path, c
 
 
 def test_sigterm_to_one_worker_stops_all_workers_at_one_saved_step(tmp_path):
-  from tests.test_multi_worker import free_ports  # pylint: disable=g-import-not-at-top
-  workers = [f'localhost:{port}' for port in free_ports(2)]
-  command = [sys.executable, '-m', 'trainer.main', '--strategy=multi_worker',
-             '--dataset=synthetic', f'--model_dir={tmp_path}', '--train_steps=100000',
-             '--steps_per_loop=10', '--checkpoint_every_steps=0']
-  processes = []
+  processes = start_endless_workers(tmp_path)
   try:
-    for index in range(2):
-      env = dict(os.environ, TF_CONFIG=json.dumps(
-          {'cluster': {'worker': workers}, 'task': {'type': 'worker', 'index': index}}))
-      processes.append(subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE,
-                                        stdout=subprocess.DEVNULL, text=True))
-    lines = []
-    for line in processes[1].stderr:
-      lines.append(line)
-      if 'step 50/100000' in line:
-        break
+    outputs = [Lines(p.stderr) for p in processes]
+    outputs[1].wait_for('step 50/100000', timeout=240)
     processes[1].send_signal(signal.SIGTERM)
-    outputs = [''.join(lines) + processes[1].stderr.read(), processes[0].stderr.read()]
     codes = [p.wait(timeout=120) for p in processes]
+    outputs = [output.rest() for output in outputs]
   finally:
     for p in processes:
       p.kill()
+      p.wait()
   assert codes == [EXIT_PREEMPTED, EXIT_PREEMPTED], outputs[0][-2000:] + outputs[1][-2000:]
   steps = {output.strip().splitlines()[-1] for output in outputs}
   assert len(steps) == 1  # Both say "checkpoint saved at step N" with the same N.

@@ -3,6 +3,7 @@
 import logging as std_logging
 import os
 import sys
+import threading
 
 # TensorFlow's C++ INFO lines (CUDA probing, oneDNN notices) drown the progress output.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
@@ -26,9 +27,18 @@ class _OwnInfoOnly(std_logging.Filter):
     return record.levelno >= std_logging.WARNING or record.pathname.startswith(_PACKAGE_DIR)
 
 
+def _thread_failed(args):
+  # TensorFlow's background threads (the preemption handler's peer watcher, say) die with
+  # a long traceback when a peer vanishes; the main thread reports the failure itself.
+  lines = str(args.exc_value).strip().splitlines()
+  logging.warning('background thread %s stopped: %s%s', getattr(args.thread, 'name', '?'),
+                  args.exc_type.__name__, f': {lines[0][:200]}' if lines else '')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  threading.excepthook = _thread_failed
   try:
     config = trainer_flags.config_from_flags(flags.FLAGS)
     from trainer import train  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
