@@ -71,33 +71,12 @@ def _measure_limit(batch_size, steps):
   return steps * batch_size / (time.perf_counter() - start)
 
 
-def _cifar10_arrays(data_dir, smoke):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  train_split, test_split = ('train[:2048]', 'test[:512]') if smoke else ('train', 'test')
-  train = tfds.load('cifar10', split=train_split, data_dir=data_dir, batch_size=-1)
-  test = tfds.load('cifar10', split=test_split, data_dir=data_dir, batch_size=-1)
-  return (tfds.as_numpy(train['image']), tfds.as_numpy(train['label']),
-          tfds.as_numpy(test['image']), tfds.as_numpy(test['label']))
-
-
 def _measure_tutorial(data_dir, batch_size, epochs, smoke):
   """The tutorial's code as published, timed per epoch without its validation pass."""
   import keras  # pylint: disable=g-import-not-at-top
-  train_images, train_labels, test_images, test_labels = _cifar10_arrays(data_dir, smoke)
-  # As in the tutorial: float64 copies of every image.
-  train_images, test_images = train_images / 255.0, test_images / 255.0
-
-  model = keras.models.Sequential()
-  model.add(keras.layers.Conv2D(32, (3, 3), activation='relu', input_shape=(32, 32, 3)))
-  model.add(keras.layers.MaxPooling2D((2, 2)))
-  model.add(keras.layers.Conv2D(32, (3, 3), activation='relu'))
-  model.add(keras.layers.MaxPooling2D((2, 2)))
-  model.add(keras.layers.Flatten())
-  model.add(keras.layers.Dense(64, activation='relu'))
-  model.add(keras.layers.Dense(10))
-  model.compile(optimizer='adam',
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=['accuracy'])
+  from benchmarks import tutorial  # pylint: disable=g-import-not-at-top
+  train_images, train_labels, test_images, test_labels = tutorial.load_arrays(data_dir, smoke)
+  model = tutorial.compiled_model()
 
   class EpochTimer(keras.callbacks.Callback):
     def __init__(self):

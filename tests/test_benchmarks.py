@@ -23,3 +23,18 @@ def test_throughput_benchmark_smoke(cifar_dir):
     assert images_per_second > 0 and peak_mb > 100
   assert '3/1 ' in out and '3/2 ' in out and '3/4 ' in out
   assert 'peak memory trainer/tutorial' in out
+
+
+def test_time_to_accuracy_benchmark_smoke(cifar_dir):
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.time_to_accuracy', '--smoke',
+       f'--data_dir={cifar_dir}'], cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = [l for l in result.stdout.splitlines()
+          if l.startswith(('tutorial code', 'trainer --flagfile'))]
+  assert [r.split('  ')[0] for r in rows] == [
+      'tutorial code (model.fit)', 'trainer --flagfile=configs/tutorial.cfg',
+      'trainer --flagfile=configs/fast.cfg']
+  for row in rows:
+    accuracy = float(row.split()[-4])
+    assert 0.0 <= accuracy <= 1.0
