@@ -112,7 +112,7 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
   """Trains per `config`, resuming from --model_dir's checkpoints; returns the final eval.
 
   `strategy` and `source` are injectable so tests can run on logical devices and small data.
-  Raises checkpointing.Preempted after saving when SIGTERM/SIGINT arrives.
+  Raises errors.Preempted after saving when SIGTERM/SIGINT arrives.
   """
   config.validate()
   if strategy is None:
@@ -120,56 +120,17 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
   dirs = run_dirs.resolve(model_dir=config.model_dir, tensorboard_dir=config.tensorboard_dir,
                           checkpoint_dir=config.checkpoint_dir,
                           multi_worker=config.strategy == 'multi_worker')
-  model_dir = dirs.model_dir
-  chief = strategy_lib.is_chief(strategy)
   keras.utils.set_random_seed(config.seed)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
   if source is None:
     source = input_pipeline.create_source(config.dataset, config.data_dir,
                                           config.train_split, config.eval_split)
-  info = source.info
-  plan = make_plan(config, info, strategy)
-
-  previous_policy = keras.mixed_precision.global_policy()
-  keras.mixed_precision.set_global_policy(
-      'float32' if config.mixed_precision == 'none' else config.mixed_precision)
+  run = _Run(config, strategy, source, dirs)
   try:
-    trainer = steps.Trainer(config, strategy, info, plan.total_steps)
+    return run.train()
   finally:
-    keras.mixed_precision.set_global_policy(previous_policy)
-
-  checkpoints = checkpointing.Checkpoints(dirs.checkpoint_dir, trainer.model, trainer.optimizer,
-                                          trainer.global_step, strategy,
-                                          config.keep_checkpoints, _signature(info))
-  watcher = checkpointing.PreemptionWatcher(strategy, checkpoints)
-  run_summaries = summaries.RunSummaries(dirs.tensorboard_dir, enabled=chief)
-  profile = profiling.ProfileWindow(config.profile_window, run_summaries.train_dir, enabled=chief,
-                                    total_steps=plan.total_steps)
-  try:
-    # Restore before writing anything: an incompatible run folder must stay untouched.
-    resumed = checkpoints.restore()
-    if chief:
-      tf.io.gfile.makedirs(model_dir)
-      checkpointing.write_json(os.path.join(model_dir, CONFIG_FILE), dataclasses.asdict(config))
-      trainer.model.summary(print_fn=lambda line, *_: logging.info('%s', line))
-      run_summaries.hparams(_hparams(config, strategy), trial_id=model_dir)
-      images, labels = input_pipeline.first_examples(source, 25)
-      run_summaries.training_images(images, labels, info.class_names, step=trainer.step)
-    logging.info('%s | global batch %d, per-replica batch %d | %d steps/epoch, %d steps in all '
-                 '| data %s (%d train / %d eval examples) | run folder %s',
-                 strategy_lib.describe(strategy), config.batch_size, plan.per_replica_batch,
-                 plan.steps_per_epoch, plan.total_steps, info.name, info.num_train_examples,
-                 info.num_eval_examples, model_dir)
-    if resumed is not None:
-      logging.info('resumed from step %d (epoch %d): %s', resumed, plan.epoch_of(resumed),
-                   checkpoints.restored_path)
-    return _run(config, strategy, source, plan, trainer, checkpoints, watcher, model_dir,
-                chief, run_summaries, profile)
-  finally:
-    watcher.close()
-    profile.stop()
-    run_summaries.close()
+    run.close()
 
 
 # Where a run reads and writes, and how often it saves: no bearing on what it learns.
@@ -187,37 +148,106 @@ def _hparams(config: Config, strategy) -> dict:
   return dict(values, replicas=strategy.num_replicas_in_sync)
 
 
-def _run(config, strategy, source, plan, trainer, checkpoints, watcher, model_dir, chief,
-         run_summaries, profile):
-  info = source.info
-  train_iterator = input_pipeline.distributed_train_iterator(
-      strategy, source, config.batch_size, plan.steps_per_epoch, config.seed,
-      config.shuffle_buffer, start_step=trainer.step, augment=config.augment,
-      cache=config.cache, threads=config.input_threads)
-  eval_data, eval_steps = input_pipeline.distributed_eval_dataset(
-      strategy, source, config.batch_size, cache=config.cache, threads=config.input_threads)
+def _build_trainer(config: Config, strategy, info, total_steps) -> steps.Trainer:
+  previous_policy = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(
+      'float32' if config.mixed_precision == 'none' else config.mixed_precision)
+  try:
+    return steps.Trainer(config, strategy, info, total_steps)
+  finally:  # The policy is global state: leave it as it was for the caller.
+    keras.mixed_precision.set_global_policy(previous_policy)
 
-  start = time.time()
-  train_seconds = 0.0
-  loops = []
-  eval_history = []
-  eval_result = None
-  while trainer.step < plan.total_steps:
-    size = profile.clip(trainer.step, plan.loop_size(trainer.step, config.steps_per_loop))
+
+class _Run:
+  """One run: the trainer and what it records (checkpoints, summaries, profile, log)."""
+
+  def __init__(self, config: Config, strategy, source, dirs: run_dirs.RunDirs):
+    self.config, self.strategy, self.source = config, strategy, source
+    self.info = source.info
+    self.model_dir = dirs.model_dir
+    self.chief = strategy_lib.is_chief(strategy)
+    self.plan = make_plan(config, self.info, strategy)
+    self.trainer = _build_trainer(config, strategy, self.info, self.plan.total_steps)
+    self.checkpoints = checkpointing.Checkpoints(
+        dirs.checkpoint_dir, self.trainer.model, self.trainer.optimizer,
+        self.trainer.global_step, strategy, config.keep_checkpoints, _signature(self.info))
+    self.watcher = checkpointing.PreemptionWatcher(strategy, self.checkpoints)
+    self.summaries = summaries.RunSummaries(dirs.tensorboard_dir, enabled=self.chief)
+    self.profile = profiling.ProfileWindow(config.profile_window, self.summaries.train_dir,
+                                           enabled=self.chief,
+                                           total_steps=self.plan.total_steps)
+    self.loops = []  # (steps, seconds) per host call.
+    self.eval_history = []
+    self.train_seconds = 0.0
+    self.start = time.time()
+
+  def close(self):
+    self.watcher.close()
+    self.profile.stop()
+    self.summaries.close()
+
+  def train(self) -> Outcome:
+    # Restore before writing anything: an incompatible run folder must stay untouched.
+    resumed = self.checkpoints.restore()
+    self._announce(resumed)
+    config, plan, trainer = self.config, self.plan, self.trainer
+    train_iterator = input_pipeline.distributed_train_iterator(
+        self.strategy, self.source, config.batch_size, plan.steps_per_epoch, config.seed,
+        config.shuffle_buffer, start_step=trainer.step, augment=config.augment,
+        cache=config.cache, threads=config.input_threads)
+    eval_data, eval_steps = input_pipeline.distributed_eval_dataset(
+        self.strategy, self.source, config.batch_size, cache=config.cache,
+        threads=config.input_threads)
+    self.start = time.time()
+    eval_result = None
+    while trainer.step < plan.total_steps:
+      step = self._train_loop(train_iterator)
+      self.watcher.check(step, self.checkpoints)
+      if plan.is_eval_step(step):
+        eval_result = self._evaluate(step, eval_data, eval_steps)
+      if plan.is_checkpoint_step(step):
+        self.checkpoints.save(step)
+    if eval_result is None:  # Nothing left to train: report on the model as it is.
+      eval_result = evaluate(trainer, eval_data, eval_steps)
+    return self._finish(eval_result)
+
+  def _announce(self, resumed):
+    config, info, plan = self.config, self.info, self.plan
+    if self.chief:
+      tf.io.gfile.makedirs(self.model_dir)
+      checkpointing.write_json(os.path.join(self.model_dir, CONFIG_FILE),
+                               dataclasses.asdict(config))
+      self.trainer.model.summary(print_fn=lambda line, *_: logging.info('%s', line))
+      self.summaries.hparams(_hparams(config, self.strategy), trial_id=self.model_dir)
+      images, labels = input_pipeline.first_examples(self.source, 25)
+      self.summaries.training_images(images, labels, info.class_names, step=self.trainer.step)
+    logging.info('%s | global batch %d, per-replica batch %d | %d steps/epoch, %d steps in all '
+                 '| data %s (%d train / %d eval examples) | run folder %s',
+                 strategy_lib.describe(self.strategy), config.batch_size,
+                 plan.per_replica_batch, plan.steps_per_epoch, plan.total_steps, info.name,
+                 info.num_train_examples, info.num_eval_examples, self.model_dir)
+    if resumed is not None:
+      logging.info('resumed from step %d (epoch %d): %s', resumed, plan.epoch_of(resumed),
+                   self.checkpoints.restored_path)
+
+  def _train_loop(self, iterator) -> int:
+    """One host call of up to --steps_per_loop steps; checks, logs and records it."""
+    config, plan, trainer = self.config, self.plan, self.trainer
+    size = self.profile.clip(trainer.step, plan.loop_size(trainer.step, config.steps_per_loop))
     trainer.train_sums.reset()
-    profile.before_loop(trainer.step)
+    self.profile.before_loop(trainer.step)
     loop_start = time.time()
-    waited, loop_seconds = trainer.train_loop(train_iterator, tf.constant(size))
+    waited, loop_seconds = trainer.train_loop(iterator, tf.constant(size))
     loss, accuracy, _ = trainer.train_sums.result()  # Reading waits for the loop to finish.
     elapsed = time.time() - loop_start
-    loops.append((size, elapsed))
-    train_seconds += elapsed
+    self.loops.append((size, elapsed))
+    self.train_seconds += elapsed
     step = trainer.step
-    profile.after_loop(step)
+    self.profile.after_loop(step)
     # Checked before any save: a diverged model must never replace a good checkpoint.
     if not math.isfinite(loss) or not trainer.weights_finite():
       raise UserError(f'training diverged by step {step} (loss {loss}, or non-finite weights); '
-                      f'the last good checkpoint is kept in {checkpoints.directory}; '
+                      f'the last good checkpoint is kept in {self.checkpoints.directory}; '
                       'lower --learning_rate or check the data')
     logging.info('epoch %d/%d  step %d/%d  loss %.4f  accuracy %.4f  %.0f examples/s  ETA %s%s',
                  plan.epoch_of(step - 1), plan.epochs, step, plan.total_steps, loss, accuracy,
@@ -225,50 +255,50 @@ def _run(config, strategy, source, plan, trainer, checkpoints, watcher, model_di
                  _format_duration((plan.total_steps - step) * elapsed / size),
                  f'  loss scale {float(trainer.optimizer.dynamic_scale.numpy()):g}, '
                  f'{trainer.skipped_steps} skipped steps' if trainer.loss_scaled else '')
-    run_summaries.train_interval(
+    self.summaries.train_interval(
         step, loss=loss, accuracy=accuracy, learning_rate=trainer.learning_rate,
         examples_per_second=size * config.batch_size / elapsed, step_time=elapsed / size,
         input_wait_fraction=input_wait.fraction(waited, loop_seconds))
-    watcher.check(step, checkpoints)
-    if plan.is_eval_step(step):
-      eval_result = evaluate(trainer, eval_data, eval_steps)
-      logging.info('epoch %d/%d  eval  loss %.4f  accuracy %.4f  (%d examples)',
-                   plan.epoch_of(step - 1), plan.epochs, *eval_result)
-      run_summaries.evaluation(step, loss=eval_result[0], accuracy=eval_result[1],
-                               confusion=trainer.eval_confusion.result(),
-                               class_names=info.class_names)
-      eval_history.append({'step': step, 'eval_loss': eval_result[0],
-                           'eval_accuracy': eval_result[1],
-                           'train_seconds': round(train_seconds, 2),
-                           'wall_seconds': round(time.time() - start, 2)})
-      if checkpoints.maybe_save_best(step, eval_result[1]):
-        logging.info('new best eval accuracy %.4f at step %d', eval_result[1], step)
-    if plan.is_checkpoint_step(step):
-      checkpoints.save(step)
+    return step
 
-  if eval_result is None:  # Nothing left to train: report on the model as it is.
-    eval_result = evaluate(trainer, eval_data, eval_steps)
-  results = {
-      'eval_loss': eval_result[0],
-      'eval_accuracy': eval_result[1],
-      'eval_examples': eval_result[2],
-      'global_step': trainer.step,
-      'train_seconds': round(train_seconds, 2),
-      'examples_per_second': _steady_rate(loops, config.batch_size),
-      'eval_history': eval_history,
-      'wall_seconds': round(time.time() - start, 2),
-      'dataset': info.name,
-  }
-  logging.info('final test loss %.4f, test accuracy %.4f (%d examples), %d steps, '
-               'train time %s', results['eval_loss'], results['eval_accuracy'],
-               results['eval_examples'], results['global_step'],
-               _format_duration(train_seconds))
-  run_summaries.final_metrics(trainer.step, eval_loss=results['eval_loss'],
-                              eval_accuracy=results['eval_accuracy'])
-  if chief:
-    export_dir = config.export_dir or export.default_export_dir(model_dir)
-    export.export_saved_model(trainer.model, info.class_names, export_dir)
-    logging.info('exported the model to %s (serving signature: uint8 images -> '
-                 'probabilities, class names)', export_dir)
-    checkpointing.write_json(os.path.join(model_dir, RESULTS_FILE), results)
-  return Outcome(metrics=results, model_dir=model_dir, trainer=trainer, loops=loops)
+  def _evaluate(self, step, eval_data, eval_steps):
+    plan, trainer = self.plan, self.trainer
+    result = evaluate(trainer, eval_data, eval_steps)
+    logging.info('epoch %d/%d  eval  loss %.4f  accuracy %.4f  (%d examples)',
+                 plan.epoch_of(step - 1), plan.epochs, *result)
+    self.summaries.evaluation(step, loss=result[0], accuracy=result[1],
+                              confusion=trainer.eval_confusion.result(),
+                              class_names=self.info.class_names)
+    self.eval_history.append({'step': step, 'eval_loss': result[0], 'eval_accuracy': result[1],
+                              'train_seconds': round(self.train_seconds, 2),
+                              'wall_seconds': round(time.time() - self.start, 2)})
+    if self.checkpoints.maybe_save_best(step, result[1]):
+      logging.info('new best eval accuracy %.4f at step %d', result[1], step)
+    return result
+
+  def _finish(self, eval_result) -> Outcome:
+    config, trainer = self.config, self.trainer
+    results = {
+        'eval_loss': eval_result[0],
+        'eval_accuracy': eval_result[1],
+        'eval_examples': eval_result[2],
+        'global_step': trainer.step,
+        'train_seconds': round(self.train_seconds, 2),
+        'examples_per_second': _steady_rate(self.loops, config.batch_size),
+        'eval_history': self.eval_history,
+        'wall_seconds': round(time.time() - self.start, 2),
+        'dataset': self.info.name,
+    }
+    logging.info('final test loss %.4f, test accuracy %.4f (%d examples), %d steps, '
+                 'train time %s', results['eval_loss'], results['eval_accuracy'],
+                 results['eval_examples'], results['global_step'],
+                 _format_duration(self.train_seconds))
+    self.summaries.final_metrics(trainer.step, eval_loss=results['eval_loss'],
+                                 eval_accuracy=results['eval_accuracy'])
+    if self.chief:
+      export_dir = config.export_dir or export.default_export_dir(self.model_dir)
+      export.export_saved_model(trainer.model, self.info.class_names, export_dir)
+      logging.info('exported the model to %s (serving signature: uint8 images -> '
+                   'probabilities, class names)', export_dir)
+      checkpointing.write_json(os.path.join(self.model_dir, RESULTS_FILE), results)
+    return Outcome(metrics=results, model_dir=self.model_dir, trainer=trainer, loops=self.loops)
