@@ -19,7 +19,7 @@ from absl import logging
 import tensorflow as tf
 
 from trainer import strategy as strategy_lib
-from trainer.errors import Preempted, UserError
+from trainer.errors import Preempted, UserError, first_line
 
 CHECKPOINT_DIR = 'checkpoints'
 PREEMPTION_DIR = 'preemption'  # Written by PreemptionCheckpointHandler (multi-worker).
@@ -108,13 +108,13 @@ class Checkpoints:
       try:
         self._checkpoint.restore(path).assert_existing_objects_matched()
       except (ValueError, AssertionError) as e:
-        raise UserError(f'checkpoint {path} does not fit this model ({str(e).splitlines()[0]});'
+        raise UserError(f'checkpoint {path} does not fit this model ({first_line(e)});'
                         ' use a new --model_dir (nothing was overwritten)') from None
       except Exception as e:  # pylint: disable=broad-except
         # Truncated or missing files surface as OpError, IndexError ("Read less bytes than
         # requested"), OSError...: any failure that is not a mismatch means damage.
         logging.warning('checkpoint %s is damaged (%s); trying the one before it', path,
-                        str(e).strip().splitlines()[0][:200])
+                        first_line(e, 200))
         continue
       step = _step_of(path)
       self.last_saved_step = step

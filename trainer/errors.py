@@ -14,6 +14,12 @@ EXIT_PREEMPTED = 75
 EXIT_PEER_LOST = 69
 
 
+def first_line(error: Exception, limit: int = 300) -> str:
+  """The first line of an exception's message (library errors run to many lines)."""
+  text = str(error).strip()
+  return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
 class UserError(Exception):
   """Bad flags, paths, data or environment: the message says what to do."""
 

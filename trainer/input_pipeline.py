@@ -13,7 +13,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from trainer.errors import UserError
+from trainer.errors import UserError, first_line
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -84,7 +84,7 @@ class TfdsSource:
                       '--dataset=synthetic') from None
     except Exception as e:  # A malformed data_dir or name surfaces as many error types.
       raise UserError(f'cannot open --dataset={name!r} in --data_dir={data_dir}: '
-                      f'{_first_line(e)}') from None
+                      f'{first_line(e)}') from None
     if not self._builder.is_prepared():
       if not download:
         raise UserError(f'{name} is not prepared in {self._builder.data_dir}')
@@ -105,7 +105,7 @@ class TfdsSource:
       self._builder.download_and_prepare()
     except Exception as e:  # Download and preparation raise many unrelated types.
       raise UserError(f'could not download/prepare {self._builder.name} into {where}: '
-                      f'{_first_line(e)}') from None
+                      f'{first_line(e)}') from None
 
   def _read_info(self, name: str) -> DatasetInfo:
     info = self._builder.info
@@ -145,11 +145,6 @@ def check_features(name: str, features):
   if not hasattr(label, 'num_classes'):
     raise UserError(f'--dataset={name}: "label" is not a class label')
   return shape, label
-
-
-def _first_line(error: Exception) -> str:
-  text = str(error).strip()
-  return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def create_source(name: str, data_dir=None, train_split='train', eval_split='test'):

@@ -13,7 +13,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
-from trainer.errors import EXIT_USER_ERROR, UserError
+from trainer.errors import EXIT_USER_ERROR, UserError, first_line
 
 _MODEL = flags.DEFINE_string('model', None, 'SavedModel folder written by training '
                              '(<model_dir>/export).')
@@ -26,7 +26,7 @@ def load(model_dir: str):
     serve = loaded.signatures['serving_default']
   except (OSError, KeyError, ValueError, tf.errors.OpError) as e:
     raise UserError(f'cannot load a trainer export from --model={model_dir}: '
-                    f'{str(e).strip().splitlines()[0][:200]}') from None
+                    f'{first_line(e, 200)}') from None
   return loaded, serve
 
 

@@ -9,7 +9,7 @@ import urllib.parse
 from absl import logging
 import tensorflow as tf
 
-from trainer.errors import UserError
+from trainer.errors import UserError, first_line
 
 # What a collective raises once another worker is gone: its connection was reset, or
 # TensorFlow's coordination service (which MultiWorkerMirroredStrategy starts) stopped
@@ -87,9 +87,8 @@ def _tpu_resolver(tpu: str):
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
   except (tf.errors.OpError, ValueError, RuntimeError) as e:
-    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise UserError('--strategy=tpu found no TPU '
-                    f'({first_line[:160]}); run on a TPU VM or pass --tpu=NAME_OR_GRPC_ADDRESS') from None
+                    f'({first_line(e, 160)}); run on a TPU VM or pass --tpu=NAME_OR_GRPC_ADDRESS') from None
   return resolver
 
 
