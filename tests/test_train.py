@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from trainer import optimizers
 from trainer import steps
 from trainer import strategy as strategy_lib
 from trainer import train
@@ -87,13 +88,13 @@ def test_learns_real_cifar10(tmp_path, cifar_dir):
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
   config = Config(lr_schedule='cosine', learning_rate=0.01, warmup_steps=10)
-  schedule = steps.make_learning_rate(config, total_steps=110)
+  schedule = optimizers.learning_rate_schedule(config, total_steps=110, steps_per_epoch=11)
   assert float(schedule(0)) == pytest.approx(0.0)
   assert float(schedule(5)) == pytest.approx(0.005)
   assert float(schedule(10)) == pytest.approx(0.01)
   assert float(schedule(60)) == pytest.approx(0.005, rel=1e-3)
   assert float(schedule(110)) == pytest.approx(0.0, abs=1e-7)
-  assert steps.make_learning_rate(Config(), 100) == 1e-3
+  assert optimizers.learning_rate_schedule(Config(), 100, 10) == 1e-3
 
 
 def test_label_smoothing_spreads_the_target():

@@ -26,6 +26,7 @@ PREEMPTION_DIR = 'preemption'  # Written by PreemptionCheckpointHandler (multi-w
 BEST_DIR = 'best'
 SIGNATURE_FILE = 'signature.json'
 BEST_FILE = 'best.json'
+_OLDER_SIGNATURE = {'optimizer': 'adam', 'weight_averaging': False}
 
 
 def _read_json(path: str) -> Optional[dict]:
@@ -88,6 +89,9 @@ class Checkpoints:
 
   def _check_signature(self):
     saved = _read_json(os.path.join(self.directory, SIGNATURE_FILE))
+    if saved is not None:
+      # Checkpoints from before these fields existed were all Adam without averages.
+      saved = dict(_OLDER_SIGNATURE, **saved)
     if saved is not None and saved != self._signature:
       differences = ', '.join(f'{k}: checkpoint {saved.get(k)!r} vs now {v!r}'
                               for k, v in self._signature.items() if saved.get(k) != v)

@@ -13,6 +13,8 @@ STRATEGIES = ('default', 'one_device', 'mirrored', 'multi_worker', 'tpu')
 MIXED_PRECISION = ('none', 'mixed_float16', 'mixed_bfloat16')
 LR_SCHEDULES = ('constant', 'cosine')
 AUGMENTATIONS = ('none', 'flip', 'flip_shift')
+OPTIMIZERS = ('adam', 'adamw', 'lamb', 'lion', 'sgd', 'muon')
+LR_SCALINGS = ('none', 'linear', 'sqrt')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,17 @@ class Config:
   lr_schedule: str = 'constant'
   warmup_steps: int = 0
   label_smoothing: float = 0.0
+  warmup_epochs: float = 0.0  # Warm-up in epochs: the same share of the run at any batch.
+
+  # Large batches (trainer/optimizers.py): the optimizer, and the rate scaled to the batch.
+  optimizer: str = 'adam'
+  weight_decay: Optional[float] = None  # None: the Keras optimizer's own default.
+  momentum: Optional[float] = None  # sgd and muon; None: 0.9 for sgd, Keras' for muon.
+  nesterov: bool = True  # sgd
+  lr_scaling: str = 'none'  # --learning_rate is for --base_batch_size; scaled to batch_size.
+  base_batch_size: int = 64
+  ema_decay: float = 0.0  # > 0: evaluate, keep best and export an average of the weights.
+  eval_flip: bool = False  # Evaluate (and serve) the mean logits of each image and its mirror.
 
   checkpoint_every_steps: int = 500  # Also at every epoch end; 0: epoch ends only.
   eval_every_steps: int = 0  # Also at every epoch end; 0: epoch ends only.
@@ -70,8 +83,12 @@ class Config:
                       f'{", ".join(LR_SCHEDULES)}')
     if not 0.0 <= self.label_smoothing < 1.0:
       raise UserError(f'--label_smoothing must be in [0, 1), got {self.label_smoothing}')
-    if self.warmup_steps and self.lr_schedule == 'constant':
-      raise UserError('--warmup_steps only applies to --lr_schedule=cosine')
+    for name in ('warmup_steps', 'warmup_epochs'):
+      if getattr(self, name) and self.lr_schedule == 'constant':
+        raise UserError(f'--{name} only applies to --lr_schedule=cosine')
+    if self.warmup_steps and self.warmup_epochs:
+      raise UserError('give --warmup_steps or --warmup_epochs, not both')
+    self._validate_optimizer()
     if self.mixed_precision not in MIXED_PRECISION:
       raise UserError(f'unknown --mixed_precision={self.mixed_precision!r}; choose one of: '
                       f'{", ".join(MIXED_PRECISION)}')
@@ -81,7 +98,7 @@ class Config:
     if self.learning_rate <= 0:
       raise UserError(f'--learning_rate must be positive, got {self.learning_rate}')
     for name in ('epochs', 'train_steps', 'num_cpu_devices', 'checkpoint_every_steps',
-                 'eval_every_steps', 'warmup_steps', 'input_threads'):
+                 'eval_every_steps', 'warmup_steps', 'warmup_epochs', 'input_threads'):
       if getattr(self, name) < 0:
         raise UserError(f'--{name} must not be negative, got {getattr(self, name)}')
     if self.epochs == 0 and self.train_steps == 0:
@@ -94,6 +111,42 @@ class Config:
       raise UserError('--dataset must not be empty')
     parse_profile_steps(self.profile_steps)
     return self
+
+  def _validate_optimizer(self):
+    if self.optimizer not in OPTIMIZERS:
+      raise UserError(f'unknown --optimizer={self.optimizer!r}; choose one of: '
+                      f'{", ".join(OPTIMIZERS)}')
+    if self.lr_scaling not in LR_SCALINGS:
+      raise UserError(f'unknown --lr_scaling={self.lr_scaling!r}; choose one of: '
+                      f'{", ".join(LR_SCALINGS)}')
+    if self.base_batch_size <= 0:
+      raise UserError(f'--base_batch_size must be positive, got {self.base_batch_size}')
+    if self.weight_decay is not None:
+      if self.optimizer == 'adam':
+        raise UserError('--weight_decay does not apply to --optimizer=adam; '
+                        'use --optimizer=adamw (Adam with decoupled weight decay)')
+      if self.weight_decay < 0:
+        raise UserError(f'--weight_decay must not be negative, got {self.weight_decay}')
+    if self.momentum is not None:
+      if self.optimizer not in ('sgd', 'muon'):
+        raise UserError('--momentum only applies to --optimizer=sgd or muon')
+      if not 0.0 <= self.momentum < 1.0:
+        raise UserError(f'--momentum must be in [0, 1), got {self.momentum}')
+    if not 0.0 <= self.ema_decay < 1.0:
+      raise UserError(f'--ema_decay must be in [0, 1) (0: no averaging), got {self.ema_decay}')
+
+  @property
+  def scaled_learning_rate(self) -> float:
+    """The peak rate for the global batch: --learning_rate is the rate at
+    --base_batch_size, scaled linearly or by the square root (--lr_scaling)."""
+    ratio = self.batch_size / self.base_batch_size
+    factor = {'none': 1.0, 'linear': ratio, 'sqrt': ratio ** 0.5}[self.lr_scaling]
+    return self.learning_rate * factor
+
+  def warmup_steps_for(self, steps_per_epoch: int) -> int:
+    if self.warmup_epochs:
+      return max(1, round(self.warmup_epochs * steps_per_epoch))
+    return self.warmup_steps
 
   @property
   def profile_window(self) -> Optional[Tuple[int, int]]:

@@ -6,6 +6,7 @@ import os
 import tensorflow as tf
 
 from trainer import models
+from trainer import steps
 
 EXPORT_DIR = 'export'
 
@@ -13,7 +14,7 @@ EXPORT_DIR = 'export'
 class _Serving(tf.Module):
   """uint8 images [batch, H, W, C] -> class probabilities and class names."""
 
-  def __init__(self, model, class_names):
+  def __init__(self, model, class_names, flip: bool):
     super().__init__()
     self.model = model
     self.class_names = tf.constant(list(class_names))
@@ -22,8 +23,9 @@ class _Serving(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec((None,) + shape, tf.uint8, name='images')])
     def serve(images):
       # The same scaling as the training pipeline (input_pipeline._scale).
-      logits = self.model(tf.cast(images, tf.float32) / 255.0, training=False)
-      probabilities = tf.nn.softmax(tf.cast(logits, tf.float32))
+      # The same logits as evaluation, so that serving scores what evaluation reported.
+      logits = steps.eval_logits(self.model, tf.cast(images, tf.float32) / 255.0, flip)
+      probabilities = tf.nn.softmax(logits)
       predicted = tf.argmax(probabilities, axis=-1)
       return {
           'probabilities': probabilities,
@@ -34,12 +36,12 @@ class _Serving(tf.Module):
     self.serve = serve
 
 
-def export_saved_model(model, class_names, export_dir: str) -> str:
+def export_saved_model(model, class_names, export_dir: str, flip: bool = False) -> str:
   """Writes the SavedModel; the weights are copied into a model outside any strategy, so
   exporting needs no collective and works the same after any strategy's training."""
   plain = models.create_model(model.input_shape[1:], model.output_shape[-1])
   plain.set_weights(model.get_weights())
-  module = _Serving(plain, class_names)
+  module = _Serving(plain, class_names, flip)
   tmp = export_dir.rstrip('/') + '.tmp'
   if tf.io.gfile.exists(tmp):
     tf.io.gfile.rmtree(tmp)

@@ -2,7 +2,8 @@
 
 from absl import flags
 
-from trainer.config import AUGMENTATIONS, Config, LR_SCHEDULES, MIXED_PRECISION, STRATEGIES
+from trainer.config import AUGMENTATIONS, Config, LR_SCALINGS, LR_SCHEDULES, MIXED_PRECISION, \
+    OPTIMIZERS, STRATEGIES
 
 _DEFAULTS = Config()
 
@@ -31,7 +32,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   define('string', 'tpu', 'With --strategy=tpu: TPU name or grpc:// address; empty for the '
          'TPU VM this runs on.')
   define('integer', 'batch_size', 'Global batch size (all replicas).')
-  define('float', 'learning_rate', 'Adam learning rate.')
+  define('float', 'learning_rate', 'Peak learning rate (for --base_batch_size if '
+         '--lr_scaling is set).')
   define('integer', 'epochs', 'Epochs to train (ignored if --train_steps > 0).')
   define('integer', 'train_steps', 'Total train steps; 0: from --epochs.')
   define('integer', 'steps_per_loop', 'Train steps per host call (one tf.function call); '
@@ -52,6 +54,22 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   define('string', 'lr_schedule', f'Learning rate schedule: {", ".join(LR_SCHEDULES)} '
          '(cosine decays --learning_rate to 0 over the run, after --warmup_steps).')
   define('integer', 'warmup_steps', 'Linear warm-up from 0 to --learning_rate (cosine only).')
+  define('float', 'warmup_epochs', 'The warm-up in epochs instead of steps (cosine only): '
+         'the same share of the run at any batch size.')
+  define('string', 'optimizer', f'Keras optimizer: {", ".join(OPTIMIZERS)} (adam: the '
+         'tutorial\'s).')
+  define('float', 'weight_decay', 'Decoupled weight decay (not for adam; biases excluded); '
+         'default: the Keras optimizer\'s own (adamw, muon: 0.004; lamb, lion, sgd: none).')
+  define('float', 'momentum', 'Momentum of sgd (default 0.9) or muon (default Keras\').')
+  define('bool', 'nesterov', 'Nesterov momentum for sgd.')
+  define('string', 'lr_scaling', f'{", ".join(LR_SCALINGS)}: scale --learning_rate from '
+         '--base_batch_size to the global --batch_size, linearly or by the square root.')
+  define('integer', 'base_batch_size', 'The global batch that --learning_rate is meant for '
+         '(with --lr_scaling).')
+  define('float', 'ema_decay', 'Keep an exponential moving average of the weights with this '
+         'decay (e.g. 0.99); evaluation, best/ and the export use it. 0: off.')
+  define('bool', 'eval_flip', 'Evaluate (and serve from the export) the mean logits of each '
+         'image and its mirror image.')
   define('float', 'label_smoothing', 'Label smoothing of the training loss (0: none).')
   define('integer', 'checkpoint_every_steps', 'Save a checkpoint every N steps (and at every '
          'epoch end); 0: epoch ends only.')

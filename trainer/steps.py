@@ -4,6 +4,8 @@
 call; train.py decides when to call them and what to do with the results.
 """
 
+import contextlib
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -11,6 +13,7 @@ import tensorflow as tf
 from trainer import confusion
 from trainer import input_wait
 from trainer import models
+from trainer import optimizers
 from trainer.config import Config
 
 
@@ -55,36 +58,37 @@ def cross_entropy(labels, logits, label_smoothing=0.0):
   return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
 
 
-def make_learning_rate(config: Config, total_steps: int):
-  if config.lr_schedule == 'constant':
-    return config.learning_rate
-  if not total_steps:
-    raise ValueError('a cosine schedule needs the run\'s total_steps')
-  warmup = min(config.warmup_steps, total_steps - 1)
-  # Starts at 0 and warms up linearly when warmup > 0, else starts at the peak.
-  return keras.optimizers.schedules.CosineDecay(
-      initial_learning_rate=0.0 if warmup else config.learning_rate,
-      decay_steps=max(total_steps - warmup, 1),
-      warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
+def eval_logits(model, images, flip: bool):
+  """float32 logits; with `flip`, the mean over each image and its mirror image."""
+  logits = tf.cast(model(images, training=False), tf.float32)
+  if not flip:
+    return logits
+  mirrored = tf.cast(model(tf.reverse(images, axis=[2]), training=False), tf.float32)
+  return (logits + mirrored) / 2.0
 
 
 class Trainer:
   """The model, its optimizer and the compiled train/eval loops, all under one strategy."""
 
   def __init__(self, config: Config, strategy: tf.distribute.Strategy, info,
-               total_steps: int = 0):
+               total_steps: int = 0, steps_per_epoch: int = 0):
     self.config = config
     self.strategy = strategy
     self.global_batch = config.batch_size
     with strategy.scope():
       self.model = models.create_model(info.image_shape, info.num_classes)
-      optimizer = keras.optimizers.Adam(learning_rate=make_learning_rate(config, total_steps))
+      optimizer = optimizers.create(config, optimizers.learning_rate_schedule(
+          config, total_steps, steps_per_epoch))
       if config.mixed_precision == 'mixed_float16':
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
       # Keras 3 creates optimizer slots lazily, which fails inside a replica context:
       # build them now, on the model's variables, inside the scope.
       optimizer.build(self.model.trainable_variables)
       self.optimizer = optimizer
+      # Where the raw weights wait while the averaged ones are evaluated or saved.
+      self._raw_weights = [
+          tf.Variable(tf.zeros_like(v.value), trainable=False, name='raw_weights')
+          for v in self.model.trainable_variables] if config.ema_decay else []
       # Batches consumed, which positions the data stream on resume. Not the optimizer's
       # step count: a float16 step with overflowing gradients is skipped, not applied.
       self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step',
@@ -138,13 +142,43 @@ class Trainer:
 
   def _eval_step(self, inputs):
     images, labels, weights = inputs
-    logits = self.model(images, training=False)
+    logits = eval_logits(self.model, images, self.config.eval_flip)
     self.eval_sums.add(labels, logits, cross_entropy(labels, logits), weights)
     self.eval_confusion.add(labels, logits, weights)
 
   def _eval_loop(self, iterator, steps):
     for _ in tf.range(steps):
       self.strategy.run(self._eval_step, args=(next(iterator),))
+
+  @contextlib.contextmanager
+  def averaged_weights(self):
+    """Inside: the model holds the optimizer's moving averages of its weights (--ema_decay);
+    after: the raw weights again, bit for bit. Without averaging, the model as it is."""
+    if not self.config.ema_decay:
+      yield
+      return
+    self._swap_in_averages()
+    try:
+      yield
+    finally:
+      self._restore_raw_weights()
+
+  def _model_and_average_variables(self):
+    averages = self.optimizer._model_variables_moving_average  # pylint: disable=protected-access
+    return [(v.value, a.value, raw) for v, a, raw in
+            zip(self.model.trainable_variables, averages, self._raw_weights)]
+
+  @tf.function
+  def _swap_in_averages(self):
+    update = self.strategy.extended.update
+    for variable, average, raw in self._model_and_average_variables():
+      update(raw, lambda r, v: r.assign(v), args=(variable,))
+      update(variable, lambda v, a: v.assign(a), args=(average,))
+
+  @tf.function
+  def _restore_raw_weights(self):
+    for variable, _, raw in self._model_and_average_variables():
+      self.strategy.extended.update(variable, lambda v, r: v.assign(r), args=(raw,))
 
   @tf.function
   def weights_finite(self):

@@ -14,6 +14,7 @@ from trainer import checkpointing
 from trainer import export
 from trainer import input_pipeline
 from trainer import input_wait
+from trainer import optimizers
 from trainer import profiling
 from trainer import run_dirs
 from trainer import steps
@@ -88,9 +89,12 @@ def _format_duration(seconds: float) -> str:
 
 
 def evaluate(trainer: steps.Trainer, eval_dataset, eval_steps: int):
+  """(loss, accuracy, examples) of the weights that are reported: the averaged ones under
+  --ema_decay, with --eval_flip's mirror views if set."""
   trainer.eval_sums.reset()
   trainer.eval_confusion.reset()
-  trainer.eval_loop(iter(eval_dataset), tf.constant(eval_steps))
+  with trainer.averaged_weights():
+    trainer.eval_loop(iter(eval_dataset), tf.constant(eval_steps))
   return trainer.eval_sums.result()
 
 
@@ -101,10 +105,12 @@ def _steady_rate(loops, batch_size):
   return round(steps * batch_size / seconds, 1) if seconds else None
 
 
-def _signature(info) -> dict:
-  """What a checkpoint must match to be resumed: the model's shape and the data set."""
+def _signature(info, config: Config) -> dict:
+  """What a checkpoint must match to be resumed: the model's shape, the data set, and the
+  optimizer whose state it holds (with or without weight averages)."""
   return {'dataset': info.name, 'image_shape': list(info.image_shape),
-          'num_classes': info.num_classes}
+          'num_classes': info.num_classes, 'optimizer': config.optimizer,
+          'weight_averaging': bool(config.ema_decay)}
 
 
 def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy] = None,
@@ -148,12 +154,12 @@ def _hparams(config: Config, strategy) -> dict:
   return dict(values, replicas=strategy.num_replicas_in_sync)
 
 
-def _build_trainer(config: Config, strategy, info, total_steps) -> steps.Trainer:
+def _build_trainer(config: Config, strategy, info, plan: Plan) -> steps.Trainer:
   previous_policy = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy(
       'float32' if config.mixed_precision == 'none' else config.mixed_precision)
   try:
-    return steps.Trainer(config, strategy, info, total_steps)
+    return steps.Trainer(config, strategy, info, plan.total_steps, plan.steps_per_epoch)
   finally:  # The policy is global state: leave it as it was for the caller.
     keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -167,10 +173,10 @@ class _Run:
     self.model_dir = dirs.model_dir
     self.chief = strategy_lib.is_chief(strategy)
     self.plan = make_plan(config, self.info, strategy)
-    self.trainer = _build_trainer(config, strategy, self.info, self.plan.total_steps)
+    self.trainer = _build_trainer(config, strategy, self.info, self.plan)
     self.checkpoints = checkpointing.Checkpoints(
         dirs.checkpoint_dir, self.trainer.model, self.trainer.optimizer,
-        self.trainer.global_step, strategy, config.keep_checkpoints, _signature(self.info))
+        self.trainer.global_step, strategy, config.keep_checkpoints, _signature(self.info, config))
     self.watcher = checkpointing.PreemptionWatcher(strategy, self.checkpoints)
     self.summaries = summaries.RunSummaries(dirs.tensorboard_dir, enabled=self.chief)
     self.profile = profiling.ProfileWindow(config.profile_window, self.summaries.train_dir,
@@ -215,8 +221,8 @@ class _Run:
     config, info, plan = self.config, self.info, self.plan
     if self.chief:
       tf.io.gfile.makedirs(self.model_dir)
-      checkpointing.write_json(os.path.join(self.model_dir, CONFIG_FILE),
-                               dataclasses.asdict(config))
+      checkpointing.write_json(os.path.join(self.model_dir, CONFIG_FILE), dict(
+          dataclasses.asdict(config), scaled_learning_rate=config.scaled_learning_rate))
       self.trainer.model.summary(print_fn=lambda line, *_: logging.info('%s', line))
       self.summaries.hparams(_hparams(config, self.strategy), trial_id=self.model_dir)
       images, labels = input_pipeline.first_examples(self.source, 25)
@@ -226,6 +232,7 @@ class _Run:
                  strategy_lib.describe(self.strategy), config.batch_size,
                  plan.per_replica_batch, plan.steps_per_epoch, plan.total_steps, info.name,
                  info.num_train_examples, info.num_eval_examples, self.model_dir)
+    logging.info('optimizer %s', optimizers.describe(config))
     if resumed is not None:
       logging.info('resumed from step %d (epoch %d): %s', resumed, plan.epoch_of(resumed),
                    self.checkpoints.restored_path)
@@ -272,7 +279,9 @@ class _Run:
     self.eval_history.append({'step': step, 'eval_loss': result[0], 'eval_accuracy': result[1],
                               'train_seconds': round(self.train_seconds, 2),
                               'wall_seconds': round(time.time() - self.start, 2)})
-    if self.checkpoints.maybe_save_best(step, result[1]):
+    with trainer.averaged_weights():
+      new_best = self.checkpoints.maybe_save_best(step, result[1])
+    if new_best:
       logging.info('new best eval accuracy %.4f at step %d', result[1], step)
     return result
 
@@ -297,7 +306,9 @@ class _Run:
                                  eval_accuracy=results['eval_accuracy'])
     if self.chief:
       export_dir = config.export_dir or export.default_export_dir(self.model_dir)
-      export.export_saved_model(trainer.model, self.info.class_names, export_dir)
+      with trainer.averaged_weights():
+        export.export_saved_model(trainer.model, self.info.class_names, export_dir,
+                                  flip=config.eval_flip)
       logging.info('exported the model to %s (serving signature: uint8 images -> '
                    'probabilities, class names)', export_dir)
       checkpointing.write_json(os.path.join(self.model_dir, RESULTS_FILE), results)

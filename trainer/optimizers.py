@@ -1,0 +1,76 @@
+"""The optimizer of a run and its learning rate: all from keras.optimizers, none by hand.
+
+--learning_rate is the rate for --base_batch_size; with --lr_scaling the rate for the actual
+global batch is derived here (Goyal et al. 2017: linear; Krizhevsky 2014 and the LAMB paper:
+square root), so one preset stays right on 1, 8 or 64 replicas.
+"""
+
+import keras
+
+from trainer.config import Config
+
+# Biases take no weight decay: decaying them only pulls activations' offsets towards 0.
+_NO_DECAY = ['bias']
+
+
+def learning_rate_schedule(config: Config, total_steps: int, steps_per_epoch: int):
+  """A float (constant) or a Keras schedule whose peak is the scaled rate."""
+  peak = config.scaled_learning_rate
+  if config.lr_schedule == 'constant':
+    return peak
+  if not total_steps:
+    raise ValueError('a cosine schedule needs the run\'s total_steps')
+  warmup = min(config.warmup_steps_for(steps_per_epoch), total_steps - 1)
+  # Starts at 0 and warms up linearly when warmup > 0, else starts at the peak.
+  return keras.optimizers.schedules.CosineDecay(
+      initial_learning_rate=0.0 if warmup else peak,
+      decay_steps=max(total_steps - warmup, 1),
+      warmup_target=peak if warmup else None, warmup_steps=warmup)
+
+
+def create(config: Config, learning_rate) -> keras.optimizers.Optimizer:
+  """The Keras optimizer named by --optimizer, with Keras' own weight averaging (EMA)."""
+  common = dict(learning_rate=learning_rate)
+  if config.ema_decay:
+    # No overwrite: training goes on with the raw weights; steps.Trainer swaps the
+    # averages in for evaluation, the best model and the export.
+    common.update(use_ema=True, ema_momentum=config.ema_decay, ema_overwrite_frequency=None)
+  decay = {} if config.weight_decay is None else {'weight_decay': config.weight_decay}
+  name = config.optimizer
+  if name == 'adam':
+    optimizer = keras.optimizers.Adam(**common)
+  elif name == 'adamw':
+    optimizer = keras.optimizers.AdamW(**common, **decay)
+  elif name == 'lamb':
+    optimizer = keras.optimizers.Lamb(**common, **decay)
+  elif name == 'lion':
+    optimizer = keras.optimizers.Lion(**common, **decay)
+  elif name == 'sgd':
+    momentum = 0.9 if config.momentum is None else config.momentum
+    optimizer = keras.optimizers.SGD(**common, **decay, momentum=momentum,
+                                     nesterov=config.nesterov)
+  elif name == 'muon':
+    # Muon orthogonalises the updates of 2-D kernels (the dense layers here); Keras gives
+    # the conv kernels and biases to its built-in AdamW, as the Muon authors advise.
+    momentum = {} if config.momentum is None else {'momentum': config.momentum}
+    if config.weight_decay is not None:
+      decay = {'weight_decay': config.weight_decay, 'adam_weight_decay': config.weight_decay}
+    optimizer = keras.optimizers.Muon(**common, **decay, **momentum)
+  else:
+    raise ValueError(f'unknown optimizer {name!r}')  # Config.validate() catches it first.
+  if optimizer.weight_decay:
+    optimizer.exclude_from_weight_decay(var_names=_NO_DECAY)
+  return optimizer
+
+
+def describe(config: Config) -> str:
+  """The optimizer and its effective peak rate, for the start-of-run line."""
+  text = f'{config.optimizer}, learning rate {config.scaled_learning_rate:.4g}'
+  if config.lr_scaling != 'none':
+    text += (f' ({config.lr_scaling} scaling of {config.learning_rate:g} at batch '
+             f'{config.base_batch_size} to batch {config.batch_size})')
+  if config.lr_schedule != 'constant':
+    text += f', {config.lr_schedule} schedule'
+  if config.ema_decay:
+    text += f', weight averaging {config.ema_decay:g}'
+  return text
