@@ -164,7 +164,9 @@ class Trainer:
       self._restore_raw_weights()
 
   def _model_and_average_variables(self):
-    averages = self.optimizer._model_variables_moving_average  # pylint: disable=protected-access
+    # A LossScaleOptimizer (float16) keeps the averages in the optimizer it wraps.
+    keeper = getattr(self.optimizer, 'inner_optimizer', self.optimizer)
+    averages = keeper._model_variables_moving_average  # pylint: disable=protected-access
     return [(v.value, a.value, raw) for v, a, raw in
             zip(self.model.trainable_variables, averages, self._raw_weights)]
 
