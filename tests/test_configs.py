@@ -37,11 +37,20 @@ def test_tutorial_is_the_tutorial():
       'default', TUTORIAL_BATCH, TUTORIAL_RATE, 5)
 
 
-@pytest.mark.parametrize('name', ['multi_gpu', 'multi_worker'])
-def test_eight_replica_presets_scale_batch_and_rate_together(name):
+@pytest.mark.parametrize('name', ['multi_gpu', 'multi_worker', 'tpu'])
+def test_scale_out_presets_train_the_tutorials_epochs_with_the_large_batch_recipe(name):
   config = load(REPO / 'configs' / f'{name}.cfg')
-  assert config.batch_size == 8 * TUTORIAL_BATCH
-  assert config.learning_rate == pytest.approx(8 * TUTORIAL_RATE)
+  assert config.epochs == 5 and config.train_steps == 0
+  assert config.batch_size >= 8 * TUTORIAL_BATCH
+  assert config.eval_flip and config.lr_schedule == 'cosine' and config.warmup_epochs
+  # The rate is stated for the preset's own batch, so it is used as written there.
+  assert config.base_batch_size == config.batch_size
+  assert config.scaled_learning_rate == config.learning_rate
+
+
+def test_fast_preset_keeps_the_tutorials_model_and_epochs():
+  config = load(REPO / 'configs' / 'fast.cfg')
+  assert config.epochs == 5 and config.eval_flip
 
 
 def test_tpu_preset():

@@ -188,6 +188,6 @@ def test_batch_scaling_benchmark_smoke(tmp_path, cifar_dir):
   for row in report['summary']:
     assert row['min_accuracy'] <= row['median_accuracy'] <= row['max_accuracy']
   assert report['summary'][1]['learning_rate'] == pytest.approx(
-      4 * report['summary'][0]['learning_rate'])  # configs/scaling.cfg scales linearly.
+      2 * report['summary'][0]['learning_rate'])  # configs/scaling.cfg: square-root scaling.
   assert os.path.getsize(out / 'scaling.png') > 1000
   assert '--eval_flip' in report['recipe']

@@ -2,6 +2,8 @@
 
 import keras
 
+OUTPUT_LAYER = 'logits'
+
 
 def create_model(image_shape, num_classes: int) -> keras.Model:
   """Conv(32)-pool-Conv(32)-pool-Dense(64)-Dense(classes); 84,586 parameters on CIFAR-10.
@@ -17,5 +19,5 @@ def create_model(image_shape, num_classes: int) -> keras.Model:
       keras.layers.MaxPooling2D((2, 2)),
       keras.layers.Flatten(),
       keras.layers.Dense(64, activation='relu'),
-      keras.layers.Dense(num_classes, dtype='float32', name='logits'),
+      keras.layers.Dense(num_classes, dtype='float32', name=OUTPUT_LAYER),
   ], name='tutorial_cnn')

@@ -7,6 +7,7 @@ square root), so one preset stays right on 1, 8 or 64 replicas.
 
 import keras
 
+from trainer import models
 from trainer.config import Config
 
 # Biases take no weight decay: decaying them only pulls activations' offsets towards 0.
@@ -50,12 +51,14 @@ def create(config: Config, learning_rate) -> keras.optimizers.Optimizer:
     optimizer = keras.optimizers.SGD(**common, **decay, momentum=momentum,
                                      nesterov=config.nesterov)
   elif name == 'muon':
-    # Muon orthogonalises the updates of 2-D kernels (the dense layers here); Keras gives
-    # the conv kernels and biases to its built-in AdamW, as the Muon authors advise.
+    # Muon orthogonalises the updates of 2-D kernels (the hidden dense layer here); Keras
+    # gives conv kernels and biases to its built-in AdamW, and so do we the output layer,
+    # as the Muon authors advise.
     momentum = {} if config.momentum is None else {'momentum': config.momentum}
     if config.weight_decay is not None:
       decay = {'weight_decay': config.weight_decay, 'adam_weight_decay': config.weight_decay}
-    optimizer = keras.optimizers.Muon(**common, **decay, **momentum)
+    optimizer = keras.optimizers.Muon(**common, **decay, **momentum,
+                                      exclude_layers=[models.OUTPUT_LAYER])
   else:
     raise ValueError(f'unknown optimizer {name!r}')  # Config.validate() catches it first.
   if optimizer.weight_decay:
