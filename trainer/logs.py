@@ -13,6 +13,7 @@ lines into the chosen format; this module imports no TensorFlow, so `setup` runs
 
 import atexit
 import datetime
+import fcntl
 import json
 import logging
 import math
@@ -36,6 +37,7 @@ _NATIVE_LINE = (re.compile(r'^([IWEF])\d{4} [\d:.]+\s+\d+ (\S+:\d+)\] ?(.*)$'),
                 re.compile(r'^\d{4}-\d\d-\d\d [\d:.]+: ([IWEF]) (\S+:\d+)\] ?(.*)$'))
 _NATIVE_LEVEL = {'I': logging.INFO, 'W': logging.WARNING, 'E': logging.ERROR,
                  'F': logging.CRITICAL}
+_F_SETPIPE_SZ = 1031  # linux/fcntl.h
 # absl's C++ note that it was not initialised: true of every TensorFlow program, says nothing.
 _NATIVE_NOISE = 'WARNING: All log messages before absl::InitializeLog() is called'
 
@@ -140,6 +142,10 @@ class _Relay:
     self._saved = os.dup(fd)  # Where the lines finally go: the original stream.
     self._out = os.fdopen(os.dup(self._saved), 'w', encoding='utf-8', errors='replace')
     read_end, write_end = os.pipe()
+    try:  # C++ code may write while holding the GIL the reader needs: a roomy pipe.
+      fcntl.fcntl(write_end, _F_SETPIPE_SZ, 1 << 20)
+    except OSError:  # Not Linux, or over the system's limit: the default 64 KiB.
+      pass
     os.dup2(write_end, fd)
     os.close(write_end)
     self._thread = threading.Thread(target=self._pump, args=(read_end,), daemon=True,
