@@ -28,9 +28,9 @@ FORMATS = ('text', 'json', 'absl')
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # Set by a launcher that already puts `[worker N]` before every line it relays.
 PREFIXED_ENV = 'TRAINER_LOG_PREFIXED'
-# Cloud Logging's LogSeverity names for Python's levels.
-_SEVERITY = {logging.DEBUG: 'DEBUG', logging.INFO: 'INFO', logging.WARNING: 'WARNING',
-             logging.ERROR: 'ERROR', logging.CRITICAL: 'CRITICAL'}
+# Cloud Logging's LogSeverity names for Python's levels (absl's -v 2 and up log below DEBUG).
+_SEVERITY = ((logging.CRITICAL, 'CRITICAL'), (logging.ERROR, 'ERROR'),
+             (logging.WARNING, 'WARNING'), (logging.INFO, 'INFO'), (1, 'DEBUG'))
 # TensorFlow's C++ lines: absl's `I0000 00:00:1795956083.974381    3291 port.cc:153] msg`
 # and TensorFlow's older `2024-11-29 11:52:14.610798: W tensorflow/core/x.cc:12] msg`.
 _NATIVE_LINE = (re.compile(r'^([IWEF])\d{4} [\d:.]+\s+\d+ (\S+:\d+)\] ?(.*)$'),
@@ -124,7 +124,8 @@ class JsonFormatter(logging.Formatter):
       location = {'file': record.pathname, 'line': str(record.lineno),
                   'function': record.funcName}
       fields['logging.googleapis.com/sourceLocation'] = {k: v for k, v in location.items() if v}
-    return json_line(_SEVERITY.get(record.levelno, 'DEFAULT'), message, fields, record.created)
+    severity = next((name for level, name in _SEVERITY if record.levelno >= level), 'DEFAULT')
+    return json_line(severity, message, fields, record.created)
 
 
 class _OwnInfoOnly(logging.Filter):
@@ -193,9 +194,10 @@ class _Relay:
 
   def stop(self):
     os.dup2(self._saved, self._fd)  # Closes the pipe's last write end: the pump sees EOF.
-    self._thread.join(timeout=5)
-    self._out.close()
-    os.close(self._saved)
+    self._thread.join(timeout=5)  # Longer only if a child process still holds the pipe.
+    if not self._thread.is_alive():
+      self._out.close()
+      os.close(self._saved)
 
 
 def _native_record(text: str) -> Optional[logging.LogRecord]:
