@@ -19,6 +19,7 @@ import sys
 from typing import Mapping
 
 from launch import tf_config
+from trainer import logs
 from trainer.errors import EXIT_USER_ERROR
 
 DEFAULT_PORT = 2222
@@ -62,14 +63,15 @@ def tf_config_from_env(env: Mapping[str, str]) -> dict:
 
 
 def main(argv) -> None:
+  log_format = logs.requested_format(argv[1:])  # Our lines in the trainer's format.
   try:
     config = tf_config_from_env(os.environ)
   except SetupError as e:
-    print(f'error: {e}', file=sys.stderr)
+    logs.plain_line(f'error: {e}', 'ERROR', log_format)
     sys.exit(EXIT_USER_ERROR)
   os.environ['TF_CONFIG'] = json.dumps(config)
-  print(f'TF_CONFIG task {config["task"]["type"]}:{config["task"]["index"]} of '
-        f'{sum(len(v) for v in config["cluster"].values())}', file=sys.stderr, flush=True)
+  logs.plain_line(f'TF_CONFIG task {config["task"]["type"]}:{config["task"]["index"]} of '
+                  f'{sum(len(v) for v in config["cluster"].values())}', 'INFO', log_format)
   # exec, not a child process: the trainer takes this process's place, so the SIGTERM
   # Kubernetes sends before evicting a pod reaches its checkpoint-on-preemption handling
   # directly instead of stopping a wrapper that would leave it running.

@@ -24,6 +24,7 @@ import time
 
 from launch import cli
 from launch import tf_config
+from trainer import logs
 from trainer.errors import EXIT_USER_ERROR
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,7 +45,9 @@ def free_ports(count: int):
 
 def worker_env(hosts, index: int) -> dict:
   """This process's environment plus the TF_CONFIG of the worker at `index` of `hosts`."""
-  return dict(os.environ, TF_CONFIG=json.dumps(tf_config.tf_config(hosts, index)))
+  # The relay prefixes every line with its worker: the trainer need not say it again.
+  return dict(os.environ, TF_CONFIG=json.dumps(tf_config.tf_config(hosts, index)),
+              **{logs.PREFIXED_ENV: '1'})
 
 
 def _die_with_launcher():

@@ -24,8 +24,10 @@ from trainer.errors import EXIT_USER_ERROR
 def trainer_args(args) -> list:
   # No --model_dir: Vertex AI sets AIP_MODEL_DIR, AIP_CHECKPOINT_DIR and
   # AIP_TENSORBOARD_LOG_DIR under the job's base output directory, and the trainer uses them.
+  # JSON lines become Cloud Logging entries with a severity and queryable fields.
   return [f'--flagfile={args.preset}',
-          f'--data_dir=gs://{bucket_name(args.bucket)}/tensorflow_datasets', *args.trainer_args]
+          f'--data_dir=gs://{bucket_name(args.bucket)}/tensorflow_datasets', '--log_format=json',
+          *args.trainer_args]
 
 
 def output_dir(args) -> str:

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from trainer import input_pipeline
+from trainer import logs
 
 NUM_CPU_DEVICES = 2
 tf.config.set_logical_device_configuration(
@@ -60,9 +61,11 @@ def start_endless_workers(model_dir, count=2):
   command = [sys.executable, '-m', 'trainer.main', '--strategy=multi_worker',
              '--dataset=synthetic', f'--model_dir={model_dir}', '--train_steps=100000',
              '--steps_per_loop=10', '--checkpoint_every_steps=0']
-  return [subprocess.Popen(command, cwd=REPO, env=worker_env(hosts, index),
-                           stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-          for index in range(count)]
+  # No launcher relays these workers' lines: they say which worker wrote them themselves.
+  envs = [{name: value for name, value in worker_env(hosts, index).items()
+           if name != logs.PREFIXED_ENV} for index in range(count)]
+  return [subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE,
+                           stdout=subprocess.DEVNULL, text=True) for env in envs]
 
 
 @pytest.fixture

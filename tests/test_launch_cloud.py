@@ -69,7 +69,7 @@ def test_vertex_dry_run_has_a_chief_pool_and_a_worker_pool(capsys, monkeypatch):
     assert pool['containerSpec']['imageUri'] == 'IMAGE'
   assert chief['containerSpec']['args'] == workers['containerSpec']['args'] == [
       '--flagfile=configs/multi_worker.cfg', '--data_dir=gs://bkt/tensorflow_datasets',
-      '--epochs=3']
+      '--log_format=json', '--epochs=3']
   assert spec['baseOutputDirectory'] == {'outputUriPrefix': 'gs://bkt/runs/cifar10-multi-worker'}
   assert spec['scheduling'] == {'restartJobOnWorkerRestart': True}
   assert command == ('gcloud ai custom-jobs create --region=us-central1 '

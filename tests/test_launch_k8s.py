@@ -76,6 +76,19 @@ def test_the_entry_point_hands_its_flags_to_the_trainer():
   assert result.stderr.startswith('error: TRAINER_JOB_NAME is not set')
 
 
+@pytest.mark.slow
+def test_the_entry_point_speaks_json_when_the_trainer_does():
+  env = dict(_env(1), PATH='/usr/bin:/bin')
+  result = subprocess.run([sys.executable, '-m', 'launch.k8s_entrypoint', '--log_format=json',
+                           '--batch_size=0'], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=60)
+  assert result.returncode == 2
+  entries = [json.loads(line) for line in result.stderr.splitlines()]
+  assert entries[0]['severity'] == 'INFO' and entries[0]['message'].startswith('TF_CONFIG task')
+  assert entries[-1] == dict(entries[-1], severity='ERROR',
+                             message='error: --batch_size must be positive, got 0')
+
+
 @pytest.fixture(scope='module')
 def manifest():
   documents = list(yaml.safe_load_all(MANIFEST.read_text()))

@@ -90,6 +90,7 @@ def test_killed_worker_stops_the_job_nonzero_and_the_rerun_resumes(tmp_path, lau
   code, output = second.finish(timeout=240)
   assert code == 0, output[-3000:]
   assert re.search(r'^\[worker 1\] .*step 600/600', output, re.MULTILINE)
+  assert not re.search(r'\[worker \d\].*\[worker \d\]', output)  # The relay's label, once.
   assert json.loads((tmp_path / 'results.json').read_text())['global_step'] == 600
 
 

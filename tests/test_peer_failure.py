@@ -21,7 +21,8 @@ def test_the_surviving_worker_exits_within_a_minute(tmp_path, victim):
   try:
     survivor = processes[1 - victim]
     output = Lines(survivor.stderr)
-    output.wait_for(r'step 30/100000', timeout=240)
+    line = output.wait_for(r'step 30/100000', timeout=240)
+    assert f'[worker {1 - victim}] epoch 1/' in line  # Each worker's lines say whose they are.
     killed_at = time.monotonic()
     processes[victim].kill()
     code = survivor.wait(timeout=120)

@@ -2,6 +2,7 @@
 
 from absl import flags
 
+from trainer import logs
 from trainer.config import AUGMENTATIONS, Config, LR_SCALINGS, LR_SCHEDULES, MIXED_PRECISION, \
     OPTIMIZERS, STRATEGIES
 
@@ -85,6 +86,19 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
          'else --model_dir.')
   define('string', 'profile_steps', 'START,END: trace training steps START to END (1-based) '
          'with the TensorFlow profiler, for TensorBoard\'s Profile tab; empty: no trace.')
+
+  # How the run reports, not what it does: no Config field, not in config.json.
+  flags.DEFINE_enum('log_format', 'text', logs.FORMATS, 'text: "HH:MM:SS  message" lines for '
+                    'people; json: one Cloud Logging structured entry per line (the cloud '
+                    'launchers set it); absl: absl\'s prefixed lines (also what -v 1 gives '
+                    'when this flag is not set).', flag_values=flag_values)
+
+
+def log_format(values: flags.FlagValues = flags.FLAGS) -> str:
+  """--log_format, except that `-v 1` alone asks for absl's format, for those who grep it."""
+  if not values['log_format'].present and values['verbosity'].value > 0:
+    return 'absl'
+  return values['log_format'].value
 
 
 def config_from_flags(values: flags.FlagValues = flags.FLAGS) -> Config:

@@ -1,6 +1,5 @@
 """`python -m trainer.main [--flagfile=configs/NAME.cfg] [--flag=value ...]`."""
 
-import logging as std_logging
 import os
 import sys
 import threading
@@ -13,18 +12,21 @@ from absl import flags
 from absl import logging
 
 from trainer import flags as trainer_flags
+from trainer import logs
 from trainer.errors import EXIT_PEER_LOST, EXIT_PREEMPTED, EXIT_USER_ERROR, Preempted, \
     UserError
 
 trainer_flags.define_flags()
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-class _OwnInfoOnly(std_logging.Filter):
-  """Keeps warnings and errors from everywhere, INFO only from this package."""
-
-  def filter(self, record):
-    return record.levelno >= std_logging.WARNING or record.pathname.startswith(_PACKAGE_DIR)
+def _parse_flags(argv):
+  # absl's own parser reports a bad flag value in two lines and exits with 1; ours is the
+  # one `error: ...` line (JSON under --log_format=json) and exit 2 of every bad input.
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    logs.plain_line(f'error: {e}', 'ERROR', logs.requested_format(argv[1:]))
+    sys.exit(EXIT_USER_ERROR)
 
 
 def _thread_failed(args):
@@ -36,32 +38,28 @@ def _thread_failed(args):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  logs.setup(trainer_flags.log_format(flags.FLAGS), flags.FLAGS.verbosity)
   threading.excepthook = _thread_failed
   try:
+    if len(argv) > 1:
+      raise UserError(f'unexpected arguments: {" ".join(argv[1:])} (flags are --name=value)')
     config = trainer_flags.config_from_flags(flags.FLAGS)
     from trainer import train  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
-    if flags.FLAGS.verbosity <= 0:
-      # Library INFO lines (one per all-reduce trace, per checkpoint shard, per export
-      # step) bury the progress lines; -v 1 brings them back.
-      logging.get_absl_handler().addFilter(_OwnInfoOnly())
-      std_logging.getLogger('tensorflow').setLevel(std_logging.WARNING)
     from trainer import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
     try:
       train.train_and_evaluate(config)
     except strategy_lib.PEER_FAILURES as e:
       if config.strategy != 'multi_worker':
         raise
-      print(f'error: {strategy_lib.peer_failure_message(e)}', file=sys.stderr)
+      logs.plain_line(f'error: {strategy_lib.peer_failure_message(e)}', 'ERROR')
       sys.exit(EXIT_PEER_LOST)
   except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
+    logs.plain_line(f'error: {e}', 'ERROR')
     sys.exit(EXIT_USER_ERROR)
   except Preempted as e:
-    print(f'stopped: {e}', file=sys.stderr)
+    logs.plain_line(f'stopped: {e}', 'WARNING')
     sys.exit(EXIT_PREEMPTED)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

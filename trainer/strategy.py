@@ -139,6 +139,15 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
   return task_type == 'worker' and task_id == 0 and not has_chief
 
 
+def task_label(strategy: tf.distribute.Strategy):
+  """'worker 1' or 'chief' in a multi-worker run, for every log line; None otherwise."""
+  resolver = getattr(strategy, 'cluster_resolver', None)
+  if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) \
+      or resolver.task_type is None:
+    return None
+  return 'chief' if resolver.task_type == 'chief' else f'{resolver.task_type} {resolver.task_id}'
+
+
 def per_replica_batch_size(global_batch: int, strategy: tf.distribute.Strategy) -> int:
   replicas = strategy.num_replicas_in_sync
   if global_batch % replicas:

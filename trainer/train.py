@@ -14,8 +14,10 @@ from trainer import checkpointing
 from trainer import export
 from trainer import input_pipeline
 from trainer import input_wait
+from trainer import logs
 from trainer import optimizers
 from trainer import profiling
+from trainer import progress
 from trainer import run_dirs
 from trainer import steps
 from trainer import strategy as strategy_lib
@@ -81,13 +83,6 @@ def make_plan(config: Config, info, strategy) -> Plan:
               eval_every_steps=config.eval_every_steps)
 
 
-def _format_duration(seconds: float) -> str:
-  seconds = int(round(seconds))
-  hours, rest = divmod(seconds, 3600)
-  minutes, seconds = divmod(rest, 60)
-  return f'{hours}h{minutes:02d}m{seconds:02d}s' if hours else f'{minutes}m{seconds:02d}s'
-
-
 def evaluate(trainer: steps.Trainer, eval_dataset, eval_steps: int):
   """(loss, accuracy, examples) of the weights that are reported: the averaged ones under
   --ema_decay, with --eval_flip's mirror views if set."""
@@ -123,6 +118,7 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
   config.validate()
   if strategy is None:
     strategy = strategy_lib.create_strategy(config.strategy, config.num_cpu_devices, config.tpu)
+  logs.set_worker(strategy_lib.task_label(strategy))
   dirs = run_dirs.resolve(model_dir=config.model_dir, tensorboard_dir=config.tensorboard_dir,
                           checkpoint_dir=config.checkpoint_dir,
                           multi_worker=config.strategy == 'multi_worker')
@@ -183,6 +179,7 @@ class _Run:
                                            enabled=self.chief,
                                            total_steps=self.plan.total_steps)
     self.loops = []  # (steps, seconds) per host call.
+    self.progress = progress.Progress(self.plan, config.batch_size)
     self.eval_history = []
     self.train_seconds = 0.0
     self.start = time.time()
@@ -243,6 +240,7 @@ class _Run:
     size = self.profile.clip(trainer.step, plan.loop_size(trainer.step, config.steps_per_loop))
     trainer.train_sums.reset()
     self.profile.before_loop(trainer.step)
+    self.progress.before_loop(size)
     loop_start = time.time()
     waited, loop_seconds = trainer.train_loop(iterator, tf.constant(size))
     loss, accuracy, _ = trainer.train_sums.result()  # Reading waits for the loop to finish.
@@ -256,12 +254,9 @@ class _Run:
       raise UserError(f'training diverged by step {step} (loss {loss}, or non-finite weights); '
                       f'the last good checkpoint is kept in {self.checkpoints.directory}; '
                       'lower --learning_rate or check the data')
-    logging.info('epoch %d/%d  step %d/%d  loss %.4f  accuracy %.4f  %.0f examples/s  ETA %s%s',
-                 plan.epoch_of(step - 1), plan.epochs, step, plan.total_steps, loss, accuracy,
-                 size * config.batch_size / elapsed,
-                 _format_duration((plan.total_steps - step) * elapsed / size),
-                 f'  loss scale {float(trainer.optimizer.dynamic_scale.numpy()):g}, '
-                 f'{trainer.skipped_steps} skipped steps' if trainer.loss_scaled else '')
+    self.progress.after_loop(step, size, elapsed, loss, accuracy, *(
+        (float(trainer.optimizer.dynamic_scale.numpy()), trainer.skipped_steps)
+        if trainer.loss_scaled else ()))
     self.summaries.train_interval(
         step, loss=loss, accuracy=accuracy, learning_rate=trainer.learning_rate,
         examples_per_second=size * config.batch_size / elapsed, step_time=elapsed / size,
@@ -269,10 +264,9 @@ class _Run:
     return step
 
   def _evaluate(self, step, eval_data, eval_steps):
-    plan, trainer = self.plan, self.trainer
+    trainer = self.trainer
     result = evaluate(trainer, eval_data, eval_steps)
-    logging.info('epoch %d/%d  eval  loss %.4f  accuracy %.4f  (%d examples)',
-                 plan.epoch_of(step - 1), plan.epochs, *result)
+    self.progress.evaluation(step, *result)
     self.summaries.evaluation(step, loss=result[0], accuracy=result[1],
                               confusion=trainer.eval_confusion.result(),
                               class_names=self.info.class_names)
@@ -298,10 +292,6 @@ class _Run:
         'wall_seconds': round(time.time() - self.start, 2),
         'dataset': self.info.name,
     }
-    logging.info('final test loss %.4f, test accuracy %.4f (%d examples), %d steps, '
-                 'train time %s', results['eval_loss'], results['eval_accuracy'],
-                 results['eval_examples'], results['global_step'],
-                 _format_duration(self.train_seconds))
     self.summaries.final_metrics(trainer.step, eval_loss=results['eval_loss'],
                                  eval_accuracy=results['eval_accuracy'])
     if self.chief:
@@ -312,4 +302,7 @@ class _Run:
       logging.info('exported the model to %s (serving signature: uint8 images -> '
                    'probabilities, class names)', export_dir)
       checkpointing.write_json(os.path.join(self.model_dir, RESULTS_FILE), results)
+      progress.summary(results, self.model_dir, export_dir, self.summaries.logdir)
+    else:
+      progress.summary(results)
     return Outcome(metrics=results, model_dir=self.model_dir, trainer=trainer, loops=self.loops)
