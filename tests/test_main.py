@@ -32,6 +32,9 @@ def run_main(*args, env=None, timeout=120):
     (['--strategy=tpu', '--dataset=synthetic'], {}, '--strategy=tpu found no TPU'),
     (['--strategy=multi_worker', '--model_dir=/tmp/x'], {'TF_CONFIG': ''},
      'needs the TF_CONFIG environment variable'),
+    (['--strategy=multi_worker', '--model_dir=/tmp/x'], {'TF_CONFIG': ' \n'},
+     'needs the TF_CONFIG environment variable (cluster and task of this worker), but it is '
+     'empty'),
     (['--strategy=multi_worker', '--model_dir=/tmp/x'], {'TF_CONFIG': '{oops'},
      'TF_CONFIG is not valid JSON'),
 ])
@@ -41,6 +44,13 @@ def test_bad_input_exits_2_with_one_clear_line(args, env, message):
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith('error: ') and message in last
   assert 'Traceback' not in result.stderr
+
+
+def test_a_leftover_empty_tf_config_does_not_stop_a_single_host_run(tmp_path):
+  result, _ = run_main('--strategy=mirrored', '--num_cpu_devices=2', '--dataset=synthetic',
+                       '--train_steps=1', f'--model_dir={tmp_path}', env={'TF_CONFIG': ' '})
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'final test loss' in result.stderr
 
 
 def test_missing_dataset_without_network_fails_within_seconds(tmp_path):
