@@ -53,6 +53,20 @@ def test_a_leftover_empty_tf_config_does_not_stop_a_single_host_run(tmp_path):
   assert 'final test loss' in result.stderr
 
 
+@pytest.mark.parametrize('flag', ['model_dir', 'checkpoint_dir', 'tensorboard_dir'])
+def test_an_unwritable_folder_fails_within_seconds_before_the_data(tmp_path, flag):
+  (tmp_path / 'file').write_text('')
+  bad = tmp_path / 'file' / 'sub'
+  # The data set is absent: reading it first would fail with another message.
+  result, seconds = run_main(f'--data_dir={tmp_path / "no_data"}',
+                             f'--model_dir={tmp_path / "run"}', f'--{flag}={bad}')
+  assert result.returncode == 2, result.stderr[-2000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: cannot write to the ') and f'(--{flag}) {bad}: ' in last
+  assert 'is not a directory' in last and 'Traceback' not in result.stderr
+  assert seconds < 10
+
+
 def test_missing_dataset_without_network_fails_within_seconds(tmp_path):
   # A proxy on a closed local port stands in for "no network", here and on a networked box.
   proxy = 'http://127.0.0.1:9'

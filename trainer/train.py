@@ -115,11 +115,12 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
   Raises errors.Preempted after saving when SIGTERM/SIGINT arrives.
   """
   config.validate()
-  if strategy is None:
-    strategy = strategy_lib.create_strategy(config.strategy, config.num_cpu_devices, config.tpu)
   dirs = run_dirs.resolve(model_dir=config.model_dir, tensorboard_dir=config.tensorboard_dir,
                           checkpoint_dir=config.checkpoint_dir,
                           multi_worker=config.strategy == 'multi_worker')
+  run_dirs.prepare(dirs, config.export_dir)  # Before data or model: a bad folder fails fast.
+  if strategy is None:
+    strategy = strategy_lib.create_strategy(config.strategy, config.num_cpu_devices, config.tpu)
   keras.utils.set_random_seed(config.seed)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
