@@ -16,6 +16,7 @@ from trainer import input_pipeline
 from trainer import input_wait
 from trainer import profiling
 from trainer import run_dirs
+from trainer import run_lock
 from trainer import steps
 from trainer import strategy as strategy_lib
 from trainer import summaries
@@ -121,17 +122,21 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
   run_dirs.prepare(dirs, config.export_dir)  # Before data or model: a bad folder fails fast.
   if strategy is None:
     strategy = strategy_lib.create_strategy(config.strategy, config.num_cpu_devices, config.tpu)
-  keras.utils.set_random_seed(config.seed)
-  if config.deterministic:
-    tf.config.experimental.enable_op_determinism()
-  if source is None:
-    source = input_pipeline.create_source(config.dataset, config.data_dir,
-                                          config.train_split, config.eval_split)
-  run = _Run(config, strategy, source, dirs)
+  lock = run_lock.acquire(dirs.model_dir, chief=strategy_lib.is_chief(strategy))
   try:
-    return run.train()
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+      tf.config.experimental.enable_op_determinism()
+    if source is None:
+      source = input_pipeline.create_source(config.dataset, config.data_dir,
+                                            config.train_split, config.eval_split)
+    run = _Run(config, strategy, source, dirs, lock)
+    try:
+      return run.train()
+    finally:
+      run.close()
   finally:
-    run.close()
+    lock.release()
 
 
 # Where a run reads and writes, and how often it saves: no bearing on what it learns.
@@ -162,8 +167,10 @@ def _build_trainer(config: Config, strategy, info, total_steps) -> steps.Trainer
 class _Run:
   """One run: the trainer and what it records (checkpoints, summaries, profile, log)."""
 
-  def __init__(self, config: Config, strategy, source, dirs: run_dirs.RunDirs):
+  def __init__(self, config: Config, strategy, source, dirs: run_dirs.RunDirs,
+               lock=run_lock.NoLock()):
     self.config, self.strategy, self.source = config, strategy, source
+    self.lock = lock  # Checked before each save: a run that lost its folder writes no more.
     self.info = source.info
     self.model_dir = dirs.model_dir
     self.chief = strategy_lib.is_chief(strategy)
@@ -207,6 +214,7 @@ class _Run:
       if plan.is_eval_step(step):
         eval_result = self._evaluate(step, eval_data, eval_steps)
       if plan.is_checkpoint_step(step):
+        self.lock.check()
         self.checkpoints.save(step)
     if eval_result is None:  # Nothing left to train: report on the model as it is.
       eval_result = evaluate(trainer, eval_data, eval_steps)
