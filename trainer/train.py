@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from trainer import checkpointing
 from trainer import export
+from trainer import failed_writes
 from trainer import input_pipeline
 from trainer import input_wait
 from trainer import profiling
@@ -171,6 +172,7 @@ class _Run:
                lock=run_lock.NoLock()):
     self.config, self.strategy, self.source = config, strategy, source
     self.lock = lock  # Checked before each save: a run that lost its folder writes no more.
+    self.dirs = dirs
     self.info = source.info
     self.model_dir = dirs.model_dir
     self.chief = strategy_lib.is_chief(strategy)
@@ -188,6 +190,9 @@ class _Run:
     self.eval_history = []
     self.train_seconds = 0.0
     self.start = time.time()
+
+  def _writing(self, what, folder):
+    return failed_writes.stop_on_failure(what, folder, self.checkpoints.last_saved_step)
 
   def close(self):
     self.watcher.close()
@@ -210,12 +215,14 @@ class _Run:
     eval_result = None
     while trainer.step < plan.total_steps:
       step = self._train_loop(train_iterator)
-      self.watcher.check(step, self.checkpoints)
+      with self._writing(f'the checkpoint of step {step}', self.checkpoints.directory):
+        self.watcher.check(step, self.checkpoints)
       if plan.is_eval_step(step):
         eval_result = self._evaluate(step, eval_data, eval_steps)
       if plan.is_checkpoint_step(step):
         self.lock.check()
-        self.checkpoints.save(step)
+        with self._writing(f'the checkpoint of step {step}', self.checkpoints.directory):
+          self.checkpoints.save(step)
     if eval_result is None:  # Nothing left to train: report on the model as it is.
       eval_result = evaluate(trainer, eval_data, eval_steps)
     return self._finish(eval_result)
@@ -281,7 +288,10 @@ class _Run:
     self.eval_history.append({'step': step, 'eval_loss': result[0], 'eval_accuracy': result[1],
                               'train_seconds': round(self.train_seconds, 2),
                               'wall_seconds': round(time.time() - self.start, 2)})
-    if self.checkpoints.maybe_save_best(step, result[1]):
+    with self._writing('the best model', os.path.join(self.dirs.checkpoint_dir,
+                                                      checkpointing.BEST_DIR)):
+      saved_best = self.checkpoints.maybe_save_best(step, result[1])
+    if saved_best:
       logging.info('new best eval accuracy %.4f at step %d', result[1], step)
     return result
 
@@ -306,8 +316,10 @@ class _Run:
                                  eval_accuracy=results['eval_accuracy'])
     if self.chief:
       export_dir = config.export_dir or export.default_export_dir(self.model_dir)
-      export.export_saved_model(trainer.model, self.info.class_names, export_dir)
+      with self._writing('the export', export_dir):
+        export.export_saved_model(trainer.model, self.info.class_names, export_dir)
       logging.info('exported the model to %s (serving signature: uint8 images -> '
                    'probabilities, class names)', export_dir)
-      checkpointing.write_json(os.path.join(self.model_dir, RESULTS_FILE), results)
+      with self._writing(RESULTS_FILE, self.model_dir):
+        checkpointing.write_json(os.path.join(self.model_dir, RESULTS_FILE), results)
     return Outcome(metrics=results, model_dir=self.model_dir, trainer=trainer, loops=self.loops)
