@@ -100,8 +100,8 @@ def test_vertex_submits_the_dry_run_spec_through_gcloud(capsys, gcloud, tmp_path
   assert call[:6] == ['ai', 'custom-jobs', 'create', '--project=proj', '--region=us-central1',
                       '--display-name=cifar10-multi-worker']
   submitted = json.loads((tmp_path / 'bin' / 'config-0').read_text())
-  ids = [[e['value'] for pool in spec['workerPoolSpecs'] for e in pool['containerSpec'].pop('env')]
-         for spec in (submitted, expected)]
+  ids = [[e['value'] for pool in spec['workerPoolSpecs']
+          for e in pool['containerSpec'].pop('env')] for spec in (submitted, expected)]
   assert submitted == expected
   assert ids[0] != ids[1]  # Each submission is a job of its own for the run folder's lease.
 
