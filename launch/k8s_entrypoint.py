@@ -1,4 +1,5 @@
-"""Container entry point of a Kubernetes Indexed Job: derives TF_CONFIG, then runs the trainer.
+"""Container entry point of a Kubernetes Indexed Job (the one a JobSet runs, in
+launch/k8s/multi_worker.yaml): derives TF_CONFIG, then runs the trainer.
 
 `python -m launch.k8s_entrypoint [trainer flags...]`. Kubernetes gives each pod of an
 Indexed Job its index (JOB_COMPLETION_INDEX) and, with the Job's `subdomain` naming a

@@ -15,9 +15,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 
 from launch import cli
 from launch.cli import bucket_name
+from launch.local import JOB_ID_VARIABLE
 from trainer.errors import EXIT_USER_ERROR
 
 
@@ -41,7 +43,11 @@ def job_spec(args) -> dict:
   if args.accelerator_count:
     machine.update(acceleratorType=args.accelerator_type,
                    acceleratorCount=args.accelerator_count)
-  container = {'imageUri': args.image, 'args': trainer_args(args)}
+  # One id per submission, the same on every replica and every restart of this job: a
+  # restarted chief may take over the run folder's lease its dead predecessor held
+  # (trainer/run_lock.py), while another job on the same folder may not.
+  container = {'imageUri': args.image, 'args': trainer_args(args),
+               'env': [{'name': JOB_ID_VARIABLE, 'value': f'{args.name}-{uuid.uuid4().hex}'}]}
   pools = [{'machineSpec': machine, 'replicaCount': 1, 'containerSpec': container}]
   if args.workers > 1:
     pools.append({'machineSpec': machine, 'replicaCount': args.workers - 1,

@@ -74,6 +74,9 @@ def test_vertex_dry_run_has_a_chief_pool_and_a_worker_pool(capsys, monkeypatch):
   assert spec['scheduling'] == {'restartJobOnWorkerRestart': True}
   assert command == ('gcloud ai custom-jobs create --region=us-central1 '
                      '--display-name=cifar10-multi-worker --config=SPEC.json')
+  # Every replica of one job shares the id that lets a restarted chief retake the lease.
+  assert chief['containerSpec']['env'] == workers['containerSpec']['env']
+  assert [e['name'] for e in chief['containerSpec']['env']] == ['TRAINER_JOB_ID']
   config = _parse_trainer_flags(chief['containerSpec']['args'], monkeypatch)
   assert config.strategy == 'multi_worker' and config.epochs == 3
   assert config.batch_size % (2 * 4) == 0  # The default 2 machines x 4 GPUs.
@@ -96,7 +99,11 @@ def test_vertex_submits_the_dry_run_spec_through_gcloud(capsys, gcloud, tmp_path
   (call,) = gcloud()
   assert call[:6] == ['ai', 'custom-jobs', 'create', '--project=proj', '--region=us-central1',
                       '--display-name=cifar10-multi-worker']
-  assert json.loads((tmp_path / 'bin' / 'config-0').read_text()) == expected
+  submitted = json.loads((tmp_path / 'bin' / 'config-0').read_text())
+  ids = [[e['value'] for pool in spec['workerPoolSpecs']
+          for e in pool['containerSpec'].pop('env')] for spec in (submitted, expected)]
+  assert submitted == expected
+  assert ids[0] != ids[1]  # Each submission is a job of its own for the run folder's lease.
 
 
 def test_vertex_without_gcloud_says_so(monkeypatch, tmp_path, capsys):

@@ -1,10 +1,12 @@
 """Kubernetes: the TF_CONFIG each pod derives, and the manifest the entry point relies on."""
 
+import copy
 import json
 import subprocess
 import sys
 
 from absl import flags
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -93,33 +95,37 @@ def test_the_entry_point_speaks_json_when_the_trainer_does():
 def manifest():
   documents = list(yaml.safe_load_all(MANIFEST.read_text()))
   by_kind = {d['kind']: d for d in documents}
-  assert sorted(by_kind) == ['Job', 'Service', 'ServiceAccount']
+  assert sorted(by_kind) == ['JobSet', 'ServiceAccount']
   return by_kind
 
 
-def test_the_job_is_indexed_and_its_sizes_agree(manifest):
-  job = manifest['Job']['spec']
-  env = {e['name']: e['value'] for e in job['template']['spec']['containers'][0]['env']}
+def _job(manifest):
+  (replicated,) = manifest['JobSet']['spec']['replicatedJobs']
+  assert replicated['replicas'] == 1
+  return replicated['template']
+
+
+def _values(container):
+  return {e['name']: e.get('value') for e in container['env']}
+
+
+def test_the_job_is_indexed_and_its_sizes_and_names_agree(manifest):
+  jobset, job = manifest['JobSet'], _job(manifest)['spec']
+  (replicated,) = jobset['spec']['replicatedJobs']
+  env = _values(job['template']['spec']['containers'][0])
   assert job['completionMode'] == 'Indexed'
   assert job['completions'] == job['parallelism'] == int(env['TRAINER_NUM_WORKERS'])
-  assert env['TRAINER_JOB_NAME'] == manifest['Job']['metadata']['name']
-
-
-def test_the_headless_service_names_the_pods(manifest):
-  service, pod = manifest['Service'], manifest['Job']['spec']['template']
-  container = pod['spec']['containers'][0]
-  env = {e['name']: e['value'] for e in container['env']}
-  assert service['spec']['clusterIP'] == 'None'
-  assert service['spec']['publishNotReadyAddresses'] is True
-  assert pod['spec']['subdomain'] == service['metadata']['name'] == env['TRAINER_SERVICE']
-  assert service['spec']['selector'].items() <= pod['metadata']['labels'].items()
-  port = int(env['TRAINER_PORT'])
-  assert [p['port'] for p in service['spec']['ports']] == [port]
-  assert [p['containerPort'] for p in container['ports']] == [port]
+  # JobSet names its child Job <jobset>-<replicated job>-<job index>, and the pods' DNS
+  # subdomain after network.subdomain: the names the entry point builds the cluster from.
+  assert env['TRAINER_JOB_NAME'] == f'{jobset["metadata"]["name"]}-{replicated["name"]}-0'
+  assert env['TRAINER_SERVICE'] == jobset['spec']['network']['subdomain']
+  assert jobset['spec']['network']['enableDNSHostnames'] is True
+  assert [p['containerPort'] for p in job['template']['spec']['containers'][0]['ports']] == [
+      int(env['TRAINER_PORT'])]
 
 
 def test_the_pods_run_the_entry_point_on_shared_storage(manifest, monkeypatch):
-  pod = manifest['Job']['spec']['template']['spec']
+  pod = _job(manifest)['spec']['template']['spec']
   container = pod['containers'][0]
   assert container['command'] == ['python3', '-m', 'launch.k8s_entrypoint']
   assert pod['serviceAccountName'] == manifest['ServiceAccount']['metadata']['name']
@@ -135,13 +141,52 @@ def test_the_pods_run_the_entry_point_on_shared_storage(manifest, monkeypatch):
   assert config.strategy == 'multi_worker'
   assert config.model_dir.startswith('gs://') and config.data_dir.startswith('gs://')
   gpus = container['resources']['limits']['nvidia.com/gpu']
-  replicas = gpus * manifest['Job']['spec']['completions']
+  replicas = gpus * _job(manifest)['spec']['completions']
   assert config.batch_size % replicas == 0
 
 
-def test_failures_that_a_retry_cannot_fix_end_the_job(manifest):
-  rules = manifest['Job']['spec']['podFailurePolicy']['rules']
-  actions = {r['action']: r for r in rules if 'onExitCodes' in r}
-  assert actions['FailJob']['onExitCodes']['values'] == [EXIT_USER_ERROR]
-  assert sorted(actions['Ignore']['onExitCodes']['values']) == sorted(
-      [EXIT_PEER_LOST, EXIT_PREEMPTED])
+def test_bad_input_ends_the_jobset_and_anything_else_restarts_all_pods(manifest):
+  job = _job(manifest)['spec']
+  (rule,) = job['podFailurePolicy']['rules']
+  assert rule['action'] == 'FailJob'
+  assert rule['onExitCodes']['values'] == [EXIT_USER_ERROR]
+  assert job['backoffLimit'] == 0  # Any other failed pod fails the Job at once...
+  policy = manifest['JobSet']['spec']['failurePolicy']
+  # ... and the JobSet recreates every child Job for it (its default action), a bounded
+  # number of times; only the exit-2 rule's failure reason ends it.
+  assert 1 <= policy['maxRestarts'] <= 10
+  (final,) = policy['rules']
+  assert final['action'] == 'FailJobSet' and final['onJobFailureReasons'] == ['PodFailurePolicy']
+  assert EXIT_PEER_LOST not in rule['onExitCodes']['values']
+  assert EXIT_PREEMPTED not in rule['onExitCodes']['values']
+
+
+def test_a_restarted_chief_may_take_over_its_own_lease(manifest):
+  from trainer import run_lock  # pylint: disable=g-import-not-at-top
+  container = _job(manifest)['spec']['template']['spec']['containers'][0]
+  (job_id,) = [e for e in container['env'] if e['name'] == run_lock.JOB_ID_VARIABLE]
+  # The JobSet's uid survives its restarts; a new JobSet gets a new one.
+  assert job_id['valueFrom']['fieldRef']['fieldPath'] == (
+      "metadata.labels['jobset.sigs.k8s.io/jobset-uid']")
+
+
+# Pinned, so a new release of the package does not move the check; the schemas of each
+# Kubernetes version ship inside the package (no network).
+_KUBERNETES_VERSION = '1.33.0'
+
+
+def test_the_manifest_passes_kubernetes_own_schemas(manifest):
+  kubernetes_validate.validate(manifest['ServiceAccount'], _KUBERNETES_VERSION, strict=True)
+  # The JobSet itself is a custom resource, outside Kubernetes' schemas; what it creates
+  # from its template is a batch/v1 Job, checked as one (strict: a misspelt field fails).
+  child = {'apiVersion': 'batch/v1', 'kind': 'Job', 'metadata': {'name': 'child'},
+           **_job(manifest)}
+  kubernetes_validate.validate(child, _KUBERNETES_VERSION, strict=True)
+
+
+def test_the_schema_check_catches_a_misspelt_field(manifest):
+  child = {'apiVersion': 'batch/v1', 'kind': 'Job', 'metadata': {'name': 'child'},
+           **copy.deepcopy(_job(manifest))}
+  child['spec']['backofLimit'] = child['spec'].pop('backoffLimit')
+  with pytest.raises(kubernetes_validate.ValidationError, match='backofLimit'):
+    kubernetes_validate.validate(child, _KUBERNETES_VERSION, strict=True)

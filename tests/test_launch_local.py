@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -121,3 +122,77 @@ def test_bad_launcher_arguments_are_one_line_errors():
     assert result.returncode == 2
     assert result.stderr.strip().startswith('error: ') and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_only_deaths_lost_peers_and_preemptions_are_restarted():
+  from launch.local import restartable  # pylint: disable=g-import-not-at-top
+  assert restartable([(1, -9), (0, 69)])  # Killed; its peer noticed.
+  assert restartable([(0, 69), (1, 69)]) and restartable([(0, 75), (1, 75)])
+  assert not restartable([(0, 0), (1, 0)])
+  assert not restartable([(1, 69), (0, 2)])  # Bad input anywhere: a rerun fails the same.
+  assert not restartable([(0, 1), (1, 69)])  # A crash: look at it first.
+
+
+def _variables(checkpoint):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  reader = tf.train.load_checkpoint(str(checkpoint))
+  return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(str(checkpoint))}
+
+
+def _step_at_least(launch, target, timeout=240):
+  """Waits for a progress line at or beyond `target`; returns its step."""
+  deadline = time.monotonic() + timeout
+  while True:
+    line = launch.wait_for(r'^\[worker \d\] .*step \d+/', max(1, deadline - time.monotonic()))
+    step = int(re.search(r'step (\d+)/', line).group(1))
+    if step >= target:
+      return step
+
+
+def test_max_restarts_survives_worker_kills_and_ends_as_an_uninterrupted_run(tmp_path,
+                                                                            launches):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  total = 200
+  flags = [f'--train_steps={total}', '--checkpoint_every_steps=20', '--deterministic']
+  straight = launches(*_job(tmp_path / 'straight', *flags))
+  code, output = straight.finish(timeout=600)
+  assert code == 0, output[-3000:]
+
+  rng = random.Random()
+  seed = rng.randrange(1 << 30)
+  rng.seed(seed)
+  print(f'kill moments drawn with seed {seed}')
+  job = ['--max_restarts=2', *_job(tmp_path / 'healed', *flags)]
+  healed = launches(*job)
+  target = rng.randrange(30, 90)
+  for kill in (1, 2):
+    step = _step_at_least(healed, target)
+    victim = rng.randrange(2)
+    print(f'kill {kill}: worker {victim} at step {step}')
+    os.kill(healed.worker_pids()[victim], signal.SIGKILL)
+    healed.wait_for(rf'^\[launch\] restart {kill} of 2: a fresh set of workers on new ports',
+                    timeout=120)
+    resumed = int(re.search(r'resumed from step (\d+)',
+                            healed.wait_for(r'resumed from step', timeout=240)).group(1))
+    assert resumed >= 20
+    target = rng.randrange(resumed + 10, min(resumed + 60, total - 10))
+  code, output = healed.finish(timeout=600)
+  assert code == 0, output[-3000:]
+  assert 'restart 3' not in output
+  results = [json.loads((tmp_path / run / 'results.json').read_text())
+             for run in ('straight', 'healed')]
+  assert results[0]['global_step'] == results[1]['global_step'] == total
+  assert results[0]['eval_loss'] == results[1]['eval_loss']
+  assert results[0]['eval_accuracy'] == results[1]['eval_accuracy']
+  ours, theirs = (_variables(tmp_path / run / 'checkpoints' / f'ckpt-{total}')
+                  for run in ('straight', 'healed'))
+  assert ours.keys() == theirs.keys()
+  for name, value in ours.items():
+    np.testing.assert_array_equal(value, theirs[name], err_msg=name)
+
+
+def test_bad_input_is_never_restarted(tmp_path, launches):
+  launch = launches('--max_restarts=2', *_job(tmp_path, '--batch_size=0'))
+  code, output = launch.finish(timeout=120)
+  assert code == 2, output[-3000:]
+  assert 'restart' not in output

@@ -32,6 +32,9 @@ def run_main(*args, env=None, timeout=120):
     (['--strategy=tpu', '--dataset=synthetic'], {}, '--strategy=tpu found no TPU'),
     (['--strategy=multi_worker', '--model_dir=/tmp/x'], {'TF_CONFIG': ''},
      'needs the TF_CONFIG environment variable'),
+    (['--strategy=multi_worker', '--model_dir=/tmp/x'], {'TF_CONFIG': ' \n'},
+     'needs the TF_CONFIG environment variable (cluster and task of this worker), but it is '
+     'empty'),
     (['--strategy=multi_worker', '--model_dir=/tmp/x'], {'TF_CONFIG': '{oops'},
      'TF_CONFIG is not valid JSON'),
 ])
@@ -41,6 +44,27 @@ def test_bad_input_exits_2_with_one_clear_line(args, env, message):
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith('error: ') and message in last
   assert 'Traceback' not in result.stderr
+
+
+def test_a_leftover_empty_tf_config_does_not_stop_a_single_host_run(tmp_path):
+  result, _ = run_main('--strategy=mirrored', '--num_cpu_devices=2', '--dataset=synthetic',
+                       '--train_steps=1', f'--model_dir={tmp_path}', env={'TF_CONFIG': ' '})
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'final test loss' in result.stderr
+
+
+@pytest.mark.parametrize('flag', ['model_dir', 'checkpoint_dir', 'tensorboard_dir'])
+def test_an_unwritable_folder_fails_within_seconds_before_the_data(tmp_path, flag):
+  (tmp_path / 'file').write_text('')
+  bad = tmp_path / 'file' / 'sub'
+  # The data set is absent: reading it first would fail with another message.
+  result, seconds = run_main(f'--data_dir={tmp_path / "no_data"}',
+                             f'--model_dir={tmp_path / "run"}', f'--{flag}={bad}')
+  assert result.returncode == 2, result.stderr[-2000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: cannot write to the ') and f'(--{flag}) {bad}: ' in last
+  assert 'is not a directory' in last and 'Traceback' not in result.stderr
+  assert seconds < 10
 
 
 def test_missing_dataset_without_network_fails_within_seconds(tmp_path):

@@ -1,8 +1,11 @@
 """Killed and preempted runs, as a scheduler does it: real processes, real signals."""
 
+import os
+import random
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -52,22 +55,50 @@ def _variables(checkpoint):
   return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(checkpoint)}
 
 
-def test_sigkill_then_rerun_ends_with_the_uninterrupted_weights(tmp_path, cifar_dir):
+# Moments to kill at: mid-training, around an evaluation, during and right after a
+# checkpoint write, and during the final evaluation and the export.
+_KILL_AFTER = [r'step [1-9]\d*/100  loss', r'eval  loss', r'saved checkpoint', r'new best eval',
+               r'final test loss']
+
+
+def test_sigkill_at_random_moments_then_rerun_ends_with_the_uninterrupted_weights(
+    tmp_path, cifar_dir):
   flags = ['--epochs=2', '--checkpoint_every_steps=10', '--deterministic']
   _run(_command(cifar_dir, tmp_path / 'straight', *flags))
 
+  # CHAOS_KILLS=5 for the full figure; CI kills twice to stay short.
+  kills = int(os.environ.get('CHAOS_KILLS', '2'))
+  rng = random.Random()
+  seed = rng.randrange(1 << 30)
+  rng.seed(seed)
   killed = tmp_path / 'killed'
-  process, lines = _run_until(_command(cifar_dir, killed, *flags), 'ckpt-40')
-  process.kill()
-  process.wait()
-  assert not (killed / 'results.json').exists()
+  moments = []
+  # Distinct moments where there are enough; the final evaluation and export come last,
+  # since nothing is left to interrupt once the run got past them.
+  patterns = rng.sample(_KILL_AFTER, min(kills, len(_KILL_AFTER)))
+  patterns += [rng.choice(_KILL_AFTER) for _ in range(kills - len(patterns))]
+  patterns.sort(key=lambda p: p == _KILL_AFTER[-1])
+  for pattern in patterns:
+    delay = rng.uniform(0, 1.0)  # Lands the kill anywhere in what follows that line.
+    process = subprocess.Popen(_command(cifar_dir, killed, *flags), cwd=REPO,
+                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    output = Lines(process.stderr)
+    try:
+      output.wait_for(pattern, timeout=240)
+      time.sleep(delay)
+    except AssertionError:  # The run ended first (it had nothing left to do).
+      pass
+    process.kill()
+    process.wait()
+    moments.append(f'{delay:.2f} s after {pattern!r} (exit {process.returncode})')
+  print(f'seed {seed}: killed ' + '; '.join(moments))
   output = _run(_command(cifar_dir, killed, *flags))
-  assert 'resumed from step 40' in output or 'resumed from step 50' in output
   straight = _variables(str(tmp_path / 'straight' / 'checkpoints' / 'ckpt-100'))
   resumed = _variables(str(killed / 'checkpoints' / 'ckpt-100'))
   assert straight.keys() == resumed.keys()
   for name, value in straight.items():
-    np.testing.assert_array_equal(value, resumed[name], err_msg=name)
+    np.testing.assert_array_equal(value, resumed[name], err_msg=f'{name}; seed {seed}')
+  assert (killed / 'export' / 'saved_model.pb').exists()
 
 
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])

@@ -1,6 +1,9 @@
 """Where a run writes: flags, then Vertex AI's AIP_* variables, then defaults."""
 
+import re
+
 import pytest
+import tensorflow as tf
 
 from trainer import run_dirs
 from trainer.errors import UserError
@@ -42,3 +45,61 @@ def test_multi_worker_needs_a_shared_folder_from_a_flag_or_vertex():
   with pytest.raises(UserError, match='needs an explicit --model_dir'):
     run_dirs.resolve(multi_worker=True, env={})
   assert run_dirs.resolve(multi_worker=True, env=VERTEX).model_dir == 'gs://b/job/model/'
+
+
+def test_prepare_creates_every_folder_and_leaves_no_probe_behind(tmp_path):
+  dirs = run_dirs.RunDirs(str(tmp_path / 'm'), str(tmp_path / 'logs' / 't'),
+                          str(tmp_path / 'c'))
+  run_dirs.prepare(dirs, export_dir=str(tmp_path / 'e' / 'export'))
+  for folder in ('m', 'logs/t', 'c', 'e'):
+    assert (tmp_path / folder).is_dir()
+    assert not list((tmp_path / folder).iterdir())
+
+
+@pytest.mark.parametrize('role,field', [('run folder (--model_dir)', 'model_dir'),
+                                        ('checkpoint folder (--checkpoint_dir)', 'checkpoint_dir'),
+                                        ('TensorBoard folder (--tensorboard_dir)',
+                                         'tensorboard_dir')])
+def test_a_folder_under_a_regular_file_is_named_with_the_reason(tmp_path, role, field):
+  (tmp_path / 'file').write_text('not a folder')
+  good = str(tmp_path / 'ok')
+  bad = str(tmp_path / 'file' / 'run')
+  dirs = run_dirs.RunDirs(**dict({'model_dir': good, 'tensorboard_dir': good,
+                                  'checkpoint_dir': good}, **{field: bad}))
+  with pytest.raises(UserError, match=re.escape(f'cannot write to the {role} {bad}: ') +
+                     '.*is not a directory'):
+    run_dirs.prepare(dirs)
+
+
+def test_a_folder_that_refuses_writes_is_named_with_the_reason(tmp_path, monkeypatch):
+  # Tests run as root, whom permission bits do not stop: the file system call fails instead,
+  # as it does for a user without write permission or a bucket without access.
+  real_gfile = tf.io.gfile.GFile
+  refusing = str(tmp_path / 'checkpoints')
+
+  def gfile(path, mode='r'):
+    if path.startswith(refusing) and 'w' in mode:
+      raise tf.errors.PermissionDeniedError(None, None, f'{path}; Permission denied')
+    return real_gfile(path, mode)
+
+  monkeypatch.setattr(tf.io.gfile, 'GFile', gfile)
+  dirs = run_dirs.RunDirs(str(tmp_path / 'run'), str(tmp_path / 'run'), refusing)
+  with pytest.raises(UserError, match=re.escape(
+      f'cannot write to the checkpoint folder (--checkpoint_dir) {refusing}: ') +
+                     '.*Permission denied'):
+    run_dirs.prepare(dirs)
+
+
+class _UntouchableSource:
+  @property
+  def info(self):
+    raise AssertionError('the data was touched before the folders were checked')
+
+
+def test_a_bad_folder_stops_the_run_before_data_or_model(tmp_path):
+  from trainer import train  # pylint: disable=g-import-not-at-top
+  from trainer.config import Config  # pylint: disable=g-import-not-at-top
+  (tmp_path / 'file').write_text('')
+  config = Config(model_dir=str(tmp_path / 'file' / 'run'), train_steps=1)
+  with pytest.raises(UserError, match='cannot write to the run folder'):
+    train.train_and_evaluate(config, None, _UntouchableSource())

@@ -1,4 +1,5 @@
 import json
+import os
 import time
 
 import pytest
@@ -34,7 +35,9 @@ def test_per_replica_batch():
 
 
 @pytest.mark.parametrize('tf_config,message', [
-    (None, 'needs the TF_CONFIG environment variable'),
+    (None, 'needs the TF_CONFIG environment variable .* but it is not set'),
+    ('', 'needs the TF_CONFIG environment variable .* but it is empty'),
+    (' \n', 'needs the TF_CONFIG environment variable .* but it is empty'),
     ('{"cluster": ', 'TF_CONFIG is not valid JSON'),
     ('{"task": {"type": "worker", "index": 0}}', 'no "cluster" mapping'),
     ('{"cluster": {"worker": ["localhost:1"]}}', 'needs "task"'),
@@ -64,3 +67,18 @@ def test_unreachable_tpu_address_fails_fast():
   with pytest.raises(UserError, match='cannot reach the TPU at grpc://127.0.0.1:1'):
     strategy_lib.create_strategy('tpu', tpu='grpc://127.0.0.1:1')
   assert time.time() - start < 30
+
+
+@pytest.mark.parametrize('name', ['default', 'one_device', 'mirrored'])
+@pytest.mark.parametrize('blank', ['', '  \t\n'])
+def test_blank_tf_config_counts_as_unset_for_single_host_strategies(monkeypatch, name, blank):
+  monkeypatch.setenv('TF_CONFIG', blank)
+  strategy = strategy_lib.create_strategy(name, num_cpu_devices=2 if name == 'mirrored' else 0)
+  assert strategy_lib.is_chief(strategy)
+  assert 'TF_CONFIG' not in os.environ  # TensorFlow's later lookups see no cluster either.
+
+
+def test_malformed_tf_config_is_one_line_for_single_host_strategies(monkeypatch):
+  monkeypatch.setenv('TF_CONFIG', '{"cluster": ')
+  with pytest.raises(UserError, match='TF_CONFIG is not valid JSON .*unset it or fix it'):
+    strategy_lib.create_strategy('mirrored', num_cpu_devices=2)

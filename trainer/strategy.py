@@ -41,11 +41,27 @@ def configure_cpu_devices(count: int) -> None:
                       f'with {have} CPU device(s); set it before any TensorFlow op runs') from None
 
 
+def _drop_blank_tf_config() -> None:
+  """A set but empty TF_CONFIG (a leftover `export TF_CONFIG=`, an empty templated value in
+  a job spec) means "no cluster"; TensorFlow's resolver would fail to parse it as JSON."""
+  raw = os.environ.get('TF_CONFIG')
+  if raw is not None and not raw.strip():
+    del os.environ['TF_CONFIG']
+    return
+  if raw is not None:
+    try:
+      json.loads(raw)
+    except json.JSONDecodeError as e:
+      raise UserError(f'TF_CONFIG is not valid JSON ({e.msg} at position {e.pos}); only '
+                      '--strategy=multi_worker uses it: unset it or fix it') from None
+
+
 def _validate_tf_config() -> dict:
   raw = os.environ.get('TF_CONFIG')
-  if not raw:
-    raise UserError('--strategy=multi_worker needs the TF_CONFIG environment variable '
-                    '(cluster and task of this worker); see launch/README.md')
+  if not raw or not raw.strip():
+    state = 'not set' if raw is None else 'empty'
+    raise UserError(f'--strategy=multi_worker needs the TF_CONFIG environment variable '
+                    f'(cluster and task of this worker), but it is {state}; see launch/README.md')
   try:
     tf_config = json.loads(raw)
   except json.JSONDecodeError as e:
@@ -94,6 +110,8 @@ def _tpu_resolver(tpu: str):
 
 def create_strategy(name: str, num_cpu_devices: int = 0, tpu: str = '') -> tf.distribute.Strategy:
   """Returns the strategy for --strategy=name; raises UserError when it cannot exist here."""
+  if name != 'multi_worker':
+    _drop_blank_tf_config()
   if name == 'default':
     return tf.distribute.get_strategy()
   if name == 'one_device':

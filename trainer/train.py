@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from trainer import checkpointing
 from trainer import export
+from trainer import failed_writes
 from trainer import input_pipeline
 from trainer import input_wait
 from trainer import logs
@@ -19,6 +20,7 @@ from trainer import optimizers
 from trainer import profiling
 from trainer import progress
 from trainer import run_dirs
+from trainer import run_lock
 from trainer import steps
 from trainer import strategy as strategy_lib
 from trainer import summaries
@@ -116,23 +118,28 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
   Raises errors.Preempted after saving when SIGTERM/SIGINT arrives.
   """
   config.validate()
-  if strategy is None:
-    strategy = strategy_lib.create_strategy(config.strategy, config.num_cpu_devices, config.tpu)
-  logs.set_worker(strategy_lib.task_label(strategy))
   dirs = run_dirs.resolve(model_dir=config.model_dir, tensorboard_dir=config.tensorboard_dir,
                           checkpoint_dir=config.checkpoint_dir,
                           multi_worker=config.strategy == 'multi_worker')
-  keras.utils.set_random_seed(config.seed)
-  if config.deterministic:
-    tf.config.experimental.enable_op_determinism()
-  if source is None:
-    source = input_pipeline.create_source(config.dataset, config.data_dir,
-                                          config.train_split, config.eval_split)
-  run = _Run(config, strategy, source, dirs)
+  run_dirs.prepare(dirs, config.export_dir)  # Before data or model: a bad folder fails fast.
+  if strategy is None:
+    strategy = strategy_lib.create_strategy(config.strategy, config.num_cpu_devices, config.tpu)
+  logs.set_worker(strategy_lib.task_label(strategy))
+  lock = run_lock.acquire(dirs.model_dir, chief=strategy_lib.is_chief(strategy))
   try:
-    return run.train()
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+      tf.config.experimental.enable_op_determinism()
+    if source is None:
+      source = input_pipeline.create_source(config.dataset, config.data_dir,
+                                            config.train_split, config.eval_split)
+    run = _Run(config, strategy, source, dirs, lock)
+    try:
+      return run.train()
+    finally:
+      run.close()
   finally:
-    run.close()
+    lock.release()
 
 
 # Where a run reads and writes, and how often it saves: no bearing on what it learns.
@@ -163,8 +170,11 @@ def _build_trainer(config: Config, strategy, info, plan: Plan) -> steps.Trainer:
 class _Run:
   """One run: the trainer and what it records (checkpoints, summaries, profile, log)."""
 
-  def __init__(self, config: Config, strategy, source, dirs: run_dirs.RunDirs):
+  def __init__(self, config: Config, strategy, source, dirs: run_dirs.RunDirs,
+               lock=run_lock.NoLock()):
     self.config, self.strategy, self.source = config, strategy, source
+    self.lock = lock  # Checked before each save: a run that lost its folder writes no more.
+    self.dirs = dirs
     self.info = source.info
     self.model_dir = dirs.model_dir
     self.chief = strategy_lib.is_chief(strategy)
@@ -183,6 +193,9 @@ class _Run:
     self.eval_history = []
     self.train_seconds = 0.0
     self.start = time.time()
+
+  def _writing(self, what, folder):
+    return failed_writes.stop_on_failure(what, folder, self.checkpoints.last_saved_step)
 
   def close(self):
     self.watcher.close()
@@ -205,11 +218,14 @@ class _Run:
     eval_result = None
     while trainer.step < plan.total_steps:
       step = self._train_loop(train_iterator)
-      self.watcher.check(step, self.checkpoints)
+      with self._writing(f'the checkpoint of step {step}', self.checkpoints.directory):
+        self.watcher.check(step, self.checkpoints)
       if plan.is_eval_step(step):
         eval_result = self._evaluate(step, eval_data, eval_steps)
       if plan.is_checkpoint_step(step):
-        self.checkpoints.save(step)
+        self.lock.check()
+        with self._writing(f'the checkpoint of step {step}', self.checkpoints.directory):
+          self.checkpoints.save(step)
     if eval_result is None:  # Nothing left to train: report on the model as it is.
       eval_result = evaluate(trainer, eval_data, eval_steps)
     return self._finish(eval_result)
@@ -273,9 +289,11 @@ class _Run:
     self.eval_history.append({'step': step, 'eval_loss': result[0], 'eval_accuracy': result[1],
                               'train_seconds': round(self.train_seconds, 2),
                               'wall_seconds': round(time.time() - self.start, 2)})
-    with trainer.averaged_weights():
-      new_best = self.checkpoints.maybe_save_best(step, result[1])
-    if new_best:
+    with self._writing('the best model', os.path.join(self.dirs.checkpoint_dir,
+                                                      checkpointing.BEST_DIR)):
+      with trainer.averaged_weights():
+        saved_best = self.checkpoints.maybe_save_best(step, result[1])
+    if saved_best:
       logging.info('new best eval accuracy %.4f at step %d', result[1], step)
     return result
 
@@ -296,12 +314,13 @@ class _Run:
                                  eval_accuracy=results['eval_accuracy'])
     if self.chief:
       export_dir = config.export_dir or export.default_export_dir(self.model_dir)
-      with trainer.averaged_weights():
+      with self._writing('the export', export_dir), trainer.averaged_weights():
         export.export_saved_model(trainer.model, self.info.class_names, export_dir,
                                   flip=config.eval_flip)
       logging.info('exported the model to %s (serving signature: uint8 images -> '
                    'probabilities, class names)', export_dir)
-      checkpointing.write_json(os.path.join(self.model_dir, RESULTS_FILE), results)
+      with self._writing(RESULTS_FILE, self.model_dir):
+        checkpointing.write_json(os.path.join(self.model_dir, RESULTS_FILE), results)
       progress.summary(results, self.model_dir, export_dir, self.summaries.logdir)
     else:
       progress.summary(results)

@@ -1,0 +1,233 @@
+"""One writer per run folder: a run holds its folder for as long as it runs.
+
+Two runs writing one folder (a job retried while its first attempt still runs, two people
+picking the same name) would interleave checkpoints and overwrite each other's results, so
+the second one stops at once, naming the holder.
+
+- Local folders (and NFS, which Linux maps flock onto its byte-range locks): `flock` on
+  `<run folder>/run.lock`. The kernel drops the lock when the holder's process ends, however
+  it ends (SIGKILL, OOM), so a dead holder never blocks the rerun.
+- Other tf.io.gfile file systems (`gs://`, ...) have no locks: the holder writes a lease,
+  `<run folder>/run.lease`, and renews it every LEASE_RENEW_SECONDS from a background thread.
+  A lease not renewed for LEASE_STALE_SECONDS is stale: its holder is gone, and a new run
+  takes it over. A run of the same job (the same TRAINER_JOB_ID, which the launchers set)
+  takes it over at once: that is the job restarting after losing a worker, whose previous
+  attempt is dead. Staleness compares the holder's clock with the reader's, so machines'
+  clocks must agree to within a minute or so (NTP, as on every cloud VM).
+
+Only the chief of a multi-worker job takes the lock; the other workers write only scratch
+files, so they neither take it nor look at it.
+"""
+
+import datetime
+import errno
+import fcntl
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Callable, Optional
+
+from absl import logging
+import tensorflow as tf
+
+from trainer.errors import UserError, first_line
+
+LOCK_FILE = 'run.lock'
+LEASE_FILE = 'run.lease'
+LEASE_RENEW_SECONDS = 30
+LEASE_STALE_SECONDS = 300  # Ten missed renewals: far beyond a slow write to a bucket.
+JOB_ID_VARIABLE = 'TRAINER_JOB_ID'
+
+
+def is_local(path: str) -> bool:
+  return '://' not in path or path.startswith('file://')
+
+
+def _identity(job: Optional[str] = None, now: Optional[float] = None) -> dict:
+  return {'host': socket.gethostname(), 'pid': os.getpid(),
+          'since': time.time() if now is None else now,
+          'job': os.environ.get(JOB_ID_VARIABLE, '') if job is None else job}
+
+
+def _when(seconds: float) -> str:
+  return datetime.datetime.fromtimestamp(seconds).astimezone().isoformat(timespec='seconds')
+
+
+def _describe(holder: Optional[dict]) -> str:
+  if not holder:
+    return 'holder unknown'
+  try:
+    return f'host {holder["host"]}, pid {holder["pid"]}, since {_when(holder["since"])}'
+  except (KeyError, TypeError, ValueError, OverflowError, OSError):
+    return 'holder unknown'
+
+
+def _in_use(folder: str, holder: Optional[dict], extra: str = '') -> UserError:
+  return UserError(f'the run folder {folder} is in use by another run ({_describe(holder)}'
+                   f'{extra}); wait for it to end or stop it, or use another --model_dir')
+
+
+class NoLock:
+  """What a non-chief worker holds: nothing."""
+
+  def check(self) -> None:
+    pass
+
+  def release(self) -> None:
+    pass
+
+
+class FileLock:
+  """flock on a file in a local run folder; the kernel releases it with the process."""
+
+  def __init__(self, folder: str):
+    self.folder = folder
+    self.path = os.path.join(folder.replace('file://', '', 1), LOCK_FILE)
+    self._fd = None
+
+  def acquire(self) -> 'FileLock':
+    try:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+      raise UserError(f'cannot lock the run folder {self.folder}: {e.strerror}') from None
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      busy = e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+      holder = None
+      if busy:
+        try:
+          holder = json.loads(os.pread(fd, 4096, 0) or b'null')
+        except ValueError:  # The holder is between truncating and writing its details.
+          pass
+      os.close(fd)
+      if busy:
+        raise _in_use(self.folder, holder) from None
+      raise UserError(f'cannot lock the run folder {self.folder}: {e.strerror}') from None
+    # The file is never deleted: unlinking a lock file lets a waiter lock a dead inode.
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(_identity()).encode(), 0)
+    self._fd = fd
+    return self
+
+  def check(self) -> None:
+    pass
+
+  def release(self) -> None:
+    if self._fd is not None:
+      os.ftruncate(self._fd, 0)
+      os.close(self._fd)  # Closing the only descriptor drops the flock.
+      self._fd = None
+
+
+class Lease:
+  """A renewed lease file for file systems without locks (gs://). `clock` is injectable so
+  the staleness rules are tested without waiting."""
+
+  def __init__(self, folder: str, clock: Callable[[], float] = time.time,
+               renew_seconds: float = LEASE_RENEW_SECONDS,
+               stale_seconds: float = LEASE_STALE_SECONDS, job: Optional[str] = None):
+    self.folder = folder
+    self.path = f'{folder.rstrip("/")}/{LEASE_FILE}'
+    self._clock = clock
+    self._renew_seconds = renew_seconds
+    self._stale_seconds = stale_seconds
+    self._holder = dict(_identity(job, now=clock()), token=uuid.uuid4().hex)
+    self._last_renewed = None
+    self._lost = None  # Why the lease is no longer ours, once it is not.
+    self._stop = threading.Event()
+    self._thread = None
+
+  def _read(self) -> Optional[dict]:
+    try:
+      with tf.io.gfile.GFile(self.path) as f:
+        return json.loads(f.read())
+    except tf.errors.NotFoundError:
+      return None
+    except ValueError:  # Half written by a holder that died mid-write: no holder.
+      return None
+
+  def _write(self, now: float) -> None:
+    with tf.io.gfile.GFile(self.path, 'w') as f:
+      f.write(json.dumps(dict(self._holder, renewed=now)))
+    self._last_renewed = now
+
+  def acquire(self) -> 'Lease':
+    """Takes the lease, or raises UserError naming its live holder."""
+    now = self._clock()
+    current = self._read()
+    if current is not None and current.get('token') != self._holder['token']:
+      age = now - float(current.get('renewed', 0))
+      same_job = bool(self._holder['job']) and current.get('job') == self._holder['job']
+      if age < self._stale_seconds and not same_job:
+        raise _in_use(self.folder, current, f', lease renewed {age:.0f} s ago; a lease not '
+                      f'renewed for {self._stale_seconds:.0f} s is taken over')
+      logging.warning('taking over the run folder lease of %s (%s)', _describe(current),
+                      'an earlier attempt of this job' if same_job and age < self._stale_seconds
+                      else f'not renewed for {age:.0f} s')
+    self._write(now)
+    # No compare-and-swap on these file systems: of two runs that took a stale lease at the
+    # same moment, the one whose write landed last reads its own token back; the other
+    # stops here, or at its next renewal at the latest.
+    if (self._read() or {}).get('token') != self._holder['token']:
+      raise _in_use(self.folder, self._read(), ', taken at the same moment')
+    return self
+
+  def renew(self) -> bool:
+    """One renewal; False (and `check` raises from then on) once the lease is not ours."""
+    now = self._clock()
+    try:
+      current = self._read()
+      if current is None or current.get('token') != self._holder['token']:
+        self._lost = f'it was taken over by {_describe(current)}' if current else 'it vanished'
+        return False
+      self._write(now)
+      return True
+    except (tf.errors.OpError, OSError) as e:
+      # A bucket can refuse a request now and then: keep trying until others could
+      # rightly think us dead.
+      if now - self._last_renewed >= self._stale_seconds:
+        self._lost = f'it could not be renewed for {now - self._last_renewed:.0f} s'
+        return False
+      logging.warning('could not renew the run folder lease (%s); retrying', first_line(e))
+      return True
+
+  def start_renewing(self) -> 'Lease':
+    def renew_until_stopped():
+      while not self._stop.wait(self._renew_seconds):
+        if not self.renew():
+          logging.error('lost the run folder lease: %s', self._lost)
+          return
+    self._thread = threading.Thread(target=renew_until_stopped, name='run-lease', daemon=True)
+    self._thread.start()
+    return self
+
+  def check(self) -> None:
+    """Raises UserError when the lease was lost, before the run writes anything more."""
+    if self._lost:
+      raise UserError(f'this run no longer holds the run folder {self.folder} ({self._lost}); '
+                      'stopped before writing more: check which run should own it')
+
+  def release(self) -> None:
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join()
+    try:
+      current = self._read()
+      if current is not None and current.get('token') == self._holder['token']:
+        tf.io.gfile.remove(self.path)
+    except (tf.errors.OpError, OSError) as e:
+      logging.warning('could not remove the run folder lease %s (%s); the next run takes it '
+                      'over once it is stale', self.path, first_line(e))
+
+
+def acquire(folder: str, chief: bool = True):
+  """Holds `folder` for this run (only on the chief); call .release() when the run ends."""
+  if not chief:
+    return NoLock()
+  if is_local(folder):
+    return FileLock(folder).acquire()
+  return Lease(folder).acquire().start_renewing()
