@@ -13,6 +13,7 @@ from absl import logging
 
 from trainer import flags as trainer_flags
 from trainer import logs
+from trainer import run_lock
 from trainer.errors import EXIT_PEER_LOST, EXIT_PREEMPTED, EXIT_USER_ERROR, Preempted, \
     UserError
 
@@ -44,6 +45,8 @@ def main(argv):
     if len(argv) > 1:
       raise UserError(f'unexpected arguments: {" ".join(argv[1:])} (flags are --name=value)')
     config = trainer_flags.config_from_flags(flags.FLAGS)
+    if config.model_dir and config.strategy != 'multi_worker':  # Workers share the chief's.
+      run_lock.refuse_if_held(config.model_dir)
     from trainer import train  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
     from trainer import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
     try:

@@ -31,7 +31,6 @@ import uuid
 from typing import Callable, Optional
 
 from absl import logging
-import tensorflow as tf
 
 from trainer.errors import UserError, first_line
 
@@ -40,6 +39,25 @@ LEASE_FILE = 'run.lease'
 LEASE_RENEW_SECONDS = 30
 LEASE_STALE_SECONDS = 300  # Ten missed renewals: far beyond a slow write to a bucket.
 JOB_ID_VARIABLE = 'TRAINER_JOB_ID'
+
+
+def _tensorflow():
+  # Imported where leases need it, not with this module: trainer.main refuses a held local
+  # folder before it pays for TensorFlow's import (seconds on a busy machine).
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf
+
+
+def refuse_if_held(folder: str) -> None:
+  """Raises UserError at once if a live run holds the local `folder`; takes nothing.
+
+  A quick look before the slow start-up; the run's own acquire() below decides.
+  """
+  if not is_local(folder):
+    return
+  path = os.path.join(folder.replace('file://', '', 1), LOCK_FILE)
+  if os.path.exists(path):
+    FileLock(folder).acquire().release()
 
 
 def is_local(path: str) -> bool:
@@ -142,6 +160,7 @@ class Lease:
     self._thread = None
 
   def _read(self) -> Optional[dict]:
+    tf = _tensorflow()
     try:
       with tf.io.gfile.GFile(self.path) as f:
         return json.loads(f.read())
@@ -151,7 +170,7 @@ class Lease:
       return None
 
   def _write(self, now: float) -> None:
-    with tf.io.gfile.GFile(self.path, 'w') as f:
+    with _tensorflow().io.gfile.GFile(self.path, 'w') as f:
       f.write(json.dumps(dict(self._holder, renewed=now)))
     self._last_renewed = now
 
@@ -186,7 +205,7 @@ class Lease:
         return False
       self._write(now)
       return True
-    except (tf.errors.OpError, OSError) as e:
+    except (_tensorflow().errors.OpError, OSError) as e:
       # A bucket can refuse a request now and then: keep trying until others could
       # rightly think us dead.
       if now - self._last_renewed >= self._stale_seconds:
@@ -212,6 +231,7 @@ class Lease:
                       'stopped before writing more: check which run should own it')
 
   def release(self) -> None:
+    tf = _tensorflow()
     self._stop.set()
     if self._thread is not None:
       self._thread.join()
