@@ -15,6 +15,9 @@ LR_SCHEDULES = ('constant', 'cosine')
 AUGMENTATIONS = ('none', 'flip', 'flip_shift')
 OPTIMIZERS = ('adam', 'adamw', 'lamb', 'lion', 'sgd', 'muon')
 LR_SCALINGS = ('none', 'linear', 'sqrt')
+_CHOICES = {'strategy': STRATEGIES, 'augment': AUGMENTATIONS, 'lr_schedule': LR_SCHEDULES,
+            'mixed_precision': MIXED_PRECISION, 'optimizer': OPTIMIZERS,
+            'lr_scaling': LR_SCALINGS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,15 +75,10 @@ class Config:
 
   def validate(self) -> 'Config':
     """Raises UserError for values no run could use; returns self for chaining."""
-    if self.strategy not in STRATEGIES:
-      raise UserError(f'unknown --strategy={self.strategy!r}; choose one of: '
-                      f'{", ".join(STRATEGIES)}')
-    if self.augment not in AUGMENTATIONS:
-      raise UserError(f'unknown --augment={self.augment!r}; choose one of: '
-                      f'{", ".join(AUGMENTATIONS)}')
-    if self.lr_schedule not in LR_SCHEDULES:
-      raise UserError(f'unknown --lr_schedule={self.lr_schedule!r}; choose one of: '
-                      f'{", ".join(LR_SCHEDULES)}')
+    for name, choices in _CHOICES.items():
+      if getattr(self, name) not in choices:
+        raise UserError(f'unknown --{name}={getattr(self, name)!r}; choose one of: '
+                        f'{", ".join(choices)}')
     if not 0.0 <= self.label_smoothing < 1.0:
       raise UserError(f'--label_smoothing must be in [0, 1), got {self.label_smoothing}')
     for name in ('warmup_steps', 'warmup_epochs'):
@@ -89,10 +87,8 @@ class Config:
     if self.warmup_steps and self.warmup_epochs:
       raise UserError('give --warmup_steps or --warmup_epochs, not both')
     self._validate_optimizer()
-    if self.mixed_precision not in MIXED_PRECISION:
-      raise UserError(f'unknown --mixed_precision={self.mixed_precision!r}; choose one of: '
-                      f'{", ".join(MIXED_PRECISION)}')
-    for name in ('batch_size', 'steps_per_loop', 'shuffle_buffer', 'keep_checkpoints'):
+    for name in ('batch_size', 'base_batch_size', 'steps_per_loop', 'shuffle_buffer',
+                 'keep_checkpoints'):
       if getattr(self, name) <= 0:
         raise UserError(f'--{name} must be positive, got {getattr(self, name)}')
     if self.learning_rate <= 0:
@@ -113,14 +109,6 @@ class Config:
     return self
 
   def _validate_optimizer(self):
-    if self.optimizer not in OPTIMIZERS:
-      raise UserError(f'unknown --optimizer={self.optimizer!r}; choose one of: '
-                      f'{", ".join(OPTIMIZERS)}')
-    if self.lr_scaling not in LR_SCALINGS:
-      raise UserError(f'unknown --lr_scaling={self.lr_scaling!r}; choose one of: '
-                      f'{", ".join(LR_SCALINGS)}')
-    if self.base_batch_size <= 0:
-      raise UserError(f'--base_batch_size must be positive, got {self.base_batch_size}')
     if self.weight_decay is not None:
       if self.optimizer == 'adam':
         raise UserError('--weight_decay does not apply to --optimizer=adam; '
