@@ -1,6 +1,5 @@
 """`python -m trainer.main [--flagfile=configs/NAME.cfg] [--flag=value ...]`."""
 
-import logging as std_logging
 import os
 import sys
 import threading
@@ -12,19 +11,12 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 
+from trainer import cli_logging
 from trainer import flags as trainer_flags
 from trainer.errors import EXIT_PEER_LOST, EXIT_PREEMPTED, EXIT_USER_ERROR, Preempted, \
     UserError
 
 trainer_flags.define_flags()
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-class _OwnInfoOnly(std_logging.Filter):
-  """Keeps warnings and errors from everywhere, INFO only from this package."""
-
-  def filter(self, record):
-    return record.levelno >= std_logging.WARNING or record.pathname.startswith(_PACKAGE_DIR)
 
 
 def _thread_failed(args):
@@ -42,11 +34,7 @@ def main(argv):
   try:
     config = trainer_flags.config_from_flags(flags.FLAGS)
     from trainer import train  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
-    if flags.FLAGS.verbosity <= 0:
-      # Library INFO lines (one per all-reduce trace, per checkpoint shard, per export
-      # step) bury the progress lines; -v 1 brings them back.
-      logging.get_absl_handler().addFilter(_OwnInfoOnly())
-      std_logging.getLogger('tensorflow').setLevel(std_logging.WARNING)
+    cli_logging.quiet_libraries(flags.FLAGS.verbosity)
     from trainer import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
     try:
       train.train_and_evaluate(config)
