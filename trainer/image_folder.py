@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from absl import logging
 import tensorflow as tf
 
-from trainer.errors import UserError, first_line
+from trainer.errors import UserError, op_reason
 from trainer.input_pipeline import AUTOTUNE, DatasetInfo
 
 NAME = 'image_folder'
@@ -89,15 +89,15 @@ def _why_bad(path: str) -> Tuple[str, bool]:
     with tf.io.gfile.GFile(path, 'rb') as f:
       data = f.read()
   except Exception as e:  # pylint: disable=broad-except  (NotFound, PermissionDenied, ...)
-    return f'cannot read {path}: {first_line(e, 200)}', False
+    return f'cannot read {path}: {op_reason(e)}', False
   try:
     tf.io.decode_image(data, channels=0, expand_animations=False)
   except (tf.errors.OpError, ValueError) as e:
-    message = getattr(e, 'message', str(e))
-    if _NOT_AN_IMAGE in message or not path.lower().endswith(EXTENSIONS):
+    reason = op_reason(e, 120)
+    if _NOT_AN_IMAGE in reason or not path.lower().endswith(EXTENSIONS):
       return (f'{path} is not an image file (PNG, JPEG, GIF or BMP); remove it from the '
               'data folder'), False
-    return f'{path} is a damaged image ({first_line(Exception(message), 120)})', True
+    return f'{path} is a damaged image ({reason})', True
   return f'{path} did not decode', True  # Decodes alone: a transient read failure.
 
 
