@@ -39,7 +39,11 @@ def test_scalars_images_and_hparams_read_back(tmp_path):
   assert train['step_time'][0] == (10, pytest.approx(0.0128))
   assert train['input_wait_fraction'][1] == (20, pytest.approx(0.1))
   evaluation = tb_events.scalars(tmp_path / 'eval')
-  assert evaluation == {'loss': [(20, pytest.approx(1.4))], 'accuracy': [(20, 0.5)]}
+  assert evaluation == {'loss': [(20, pytest.approx(1.4))], 'accuracy': [(20, 0.5)],
+                        # Each class's share of its examples predicted right (the rows).
+                        'per_class/airplane': [(20, pytest.approx(5 / 6))],
+                        'per_class/automobile': [(20, pytest.approx(3 / 5))],
+                        'per_class/bird': [(20, 1.0)]}
 
   (grid_step, grid), = tb_events.images(tmp_path / 'train')['training_images']
   assert grid_step == 0 and grid.ndim == 3 and grid.shape[2] == 3

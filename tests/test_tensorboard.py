@@ -48,8 +48,11 @@ def test_train_scalars_every_logging_interval(finished_run):
 def test_eval_scalars_and_confusion_matrix_every_epoch(finished_run):
   outcome, model_dir = finished_run
   eval_scalars = tb_events.scalars(model_dir / 'eval')
-  assert {tag: [s for s, _ in series] for tag, series in eval_scalars.items()} == {
-      'loss': _EPOCH_ENDS, 'accuracy': _EPOCH_ENDS}
+  per_class = {f'per_class/c{i}': _EPOCH_ENDS for i in range(10)}
+  assert {tag: [s for s, _ in series] for tag, series in eval_scalars.items()} == dict(
+      per_class, loss=_EPOCH_ENDS, accuracy=_EPOCH_ENDS)
+  for name, accuracy in outcome.metrics['per_class_accuracy'].items():
+    assert eval_scalars[f'per_class/{name}'][-1][1] == pytest.approx(accuracy)
   assert eval_scalars['accuracy'][-1][1] == pytest.approx(outcome.metrics['eval_accuracy'])
   assert eval_scalars['loss'][-1][1] == pytest.approx(outcome.metrics['eval_loss'], rel=1e-6)
   pictures = tb_events.images(model_dir / 'eval')

@@ -73,6 +73,10 @@ class Config:
   checkpoint_dir: Optional[str] = None
   profile_steps: str = ''  # 'START,END': trace training steps START..END (1-based).
 
+  # --dataset=image_folder (trainer/image_folder.py).
+  image_size: str = ''  # 'H,W'; empty: the size of the first training image.
+  skip_bad_images: bool = False  # Leave damaged images out (with a warning) instead of failing.
+
   def validate(self) -> 'Config':
     """Raises UserError for values no run could use; returns self for chaining."""
     for name, choices in _CHOICES.items():

@@ -1,5 +1,7 @@
 """A confusion matrix accumulated on the replicas and summed across all of them."""
 
+from typing import Dict, Optional, Sequence
+
 import numpy as np
 import tensorflow as tf
 
@@ -29,3 +31,11 @@ class ConfusionMatrix:
 
   def reset(self) -> None:
     self.counts.assign(tf.zeros_like(self.counts))
+
+
+def per_class_accuracy(counts: np.ndarray,
+                       class_names: Sequence[str]) -> Dict[str, Optional[float]]:
+  """{class name: share of its examples predicted right}; None for a class with none."""
+  totals = counts.sum(axis=1)
+  return {name: (float(counts[i, i] / totals[i]) if totals[i] else None)
+          for i, name in enumerate(class_names)}

@@ -4,6 +4,8 @@
 check that a user can trip raises this instead of letting a library traceback out.
 """
 
+import re
+
 # Exit codes a scheduler or a wrapper script can rely on.
 EXIT_USER_ERROR = 2
 # sysexits.h EX_TEMPFAIL, "temporary failure, retry later": what a scheduler should do after
@@ -12,6 +14,13 @@ EXIT_PREEMPTED = 75
 # sysexits.h EX_UNAVAILABLE: another worker of a multi-worker run is gone. Only a rerun of
 # the whole job can recover (it resumes from the last checkpoint), so schedulers retry it.
 EXIT_PEER_LOST = 69
+
+
+def op_reason(error: Exception, limit: int = 200) -> str:
+  """The first line of a TensorFlow op error without the op's internal names around it."""
+  text = getattr(error, 'message', None) or str(error)
+  text = re.sub(r'\{\{function_node [^}]*\}\}\s*|\s*\[Op:.*$', '', text.strip(), flags=re.M)
+  return text.splitlines()[0][:limit] if text else type(error).__name__
 
 
 def first_line(error: Exception, limit: int = 300) -> str:

@@ -19,9 +19,11 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                                      flag_values=flag_values)
 
   define('string', 'dataset', 'TFDS image classification data set (image/label features), '
-         'or "synthetic" for random device-resident data.')
+         '"image_folder" for your own images in --data_dir, or "synthetic" for random '
+         'device-resident data.')
   define('string', 'data_dir', 'TFDS data folder (local or any TF filesystem, e.g. gs://); '
-         'default: TFDS\'s own (~/tensorflow_datasets).')
+         'default: TFDS\'s own (~/tensorflow_datasets). With --dataset=image_folder: the '
+         'folder holding train/<class>/ and test/<class>/.')
   define('string', 'train_split', 'TFDS split to train on.')
   define('string', 'eval_split', 'TFDS split to evaluate on after each epoch.')
   define('string', 'model_dir', 'Run folder: config, results, checkpoints, export, '
@@ -86,6 +88,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
          'else --model_dir.')
   define('string', 'profile_steps', 'START,END: trace training steps START to END (1-based) '
          'with the TensorFlow profiler, for TensorBoard\'s Profile tab; empty: no trace.')
+  define('string', 'image_size', 'With --dataset=image_folder: HEIGHT,WIDTH the images are '
+         'resized to; default: the size of the first training image.')
+  define('bool', 'skip_bad_images', 'With --dataset=image_folder: leave damaged images out '
+         '(a warning each, and a count) instead of stopping with an error.')
 
   # How the run reports, not what it does: no Config field, not in config.json.
   flags.DEFINE_enum('log_format', 'text', logs.FORMATS, 'text: "HH:MM:SS  message" lines for '

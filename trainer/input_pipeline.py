@@ -147,10 +147,23 @@ def check_features(name: str, features):
   return shape, label
 
 
-def create_source(name: str, data_dir=None, train_split='train', eval_split='test'):
+def create_source(name: str, data_dir=None, train_split='train', eval_split='test',
+                  image_size='', skip_bad_images=False):
+  if name == 'image_folder':
+    from trainer import image_folder  # pylint: disable=g-import-not-at-top  (imports this)
+    return image_folder.ImageFolderSource(data_dir, train_split, eval_split, image_size,
+                                          skip_bad_images)
+  if image_size or skip_bad_images:
+    raise UserError('--image_size and --skip_bad_images only apply to --dataset=image_folder')
   if name == 'synthetic':
     return SyntheticSource()
   return TfdsSource(name, data_dir, train_split, eval_split)
+
+
+def source_for(config):
+  """The source a Config names (its data set, folder, splits and image options)."""
+  return create_source(config.dataset, config.data_dir, config.train_split, config.eval_split,
+                       config.image_size, config.skip_bad_images)
 
 
 class SyntheticSource:

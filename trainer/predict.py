@@ -5,7 +5,6 @@ another size are resized to the model's input; grayscale/colour is converted to 
 """
 
 import os
-import re
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
@@ -13,7 +12,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
-from trainer.errors import EXIT_USER_ERROR, UserError, first_line
+from trainer.errors import EXIT_USER_ERROR, UserError, first_line, op_reason
 
 _MODEL = flags.DEFINE_string('model', None, 'SavedModel folder written by training '
                              '(<model_dir>/export).')
@@ -38,10 +37,7 @@ def read_image(path: str, shape):
     data = tf.io.read_file(path)
     image = tf.io.decode_image(data, channels=channels, expand_animations=False)
   except (tf.errors.OpError, ValueError) as e:
-    reason = getattr(e, 'message', str(e))
-    # TF prefixes op errors with the op's internal function name; the reason is the rest.
-    reason = re.sub(r'\{\{function_node [^}]*\}\}\s*|\s*\[Op:.*$', '', reason.strip())
-    raise UserError(f'cannot read image {path}: {reason.splitlines()[0][:200]}') from None
+    raise UserError(f'cannot read image {path}: {op_reason(e)}') from None
   if tuple(image.shape[:2]) != (height, width):
     image = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(image, (height, width))), 0, 255),
                     tf.uint8)

@@ -5,7 +5,9 @@
     <tensorboard_dir>/train/  per logging interval: loss, accuracy, learning_rate,
                               examples_per_second, step_time, input_wait_fraction;
                               once: training_images; profiler traces under plugins/profile/
-    <tensorboard_dir>/eval/   per evaluation: loss, accuracy, confusion_matrix
+    <tensorboard_dir>/eval/   per evaluation: loss, accuracy, per_class/<class name>,
+                              confusion_matrix
+    <tensorboard_dir>/eval_<split>/   the same, from `python -m trainer.evaluate`
 
 The train and eval runs share tag names, so TensorBoard draws train and eval loss (and
 accuracy) on one chart. Every step axis is the global train step.
@@ -18,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
+from trainer import confusion as confusion_lib
 from trainer import visualize
 
 TRAIN_RUN = 'train'
@@ -31,6 +34,7 @@ STEP_TIME = 'step_time'
 INPUT_WAIT_FRACTION = 'input_wait_fraction'
 TRAINING_IMAGES = 'training_images'
 CONFUSION_MATRIX = 'confusion_matrix'
+PER_CLASS = 'per_class'  # Tags per_class/<class name>: that class's eval accuracy.
 
 TRAIN_SCALARS = (LOSS, ACCURACY, LEARNING_RATE, EXAMPLES_PER_SECOND, STEP_TIME,
                  INPUT_WAIT_FRACTION)
@@ -118,15 +122,19 @@ class RunSummaries:
                         'Near 0: the model is the bottleneck; near 1: the input pipeline is.')
 
   def evaluation(self, step: int, *, loss: float, accuracy: float, confusion: np.ndarray,
-                 class_names: Sequence[str]) -> None:
-    with self._writer(EVAL_RUN).as_default(step=step):
+                 class_names: Sequence[str], run: str = EVAL_RUN) -> None:
+    """One evaluation into `run` (eval, or eval_<split> for the evaluation job)."""
+    with self._writer(run).as_default(step=step):
       tf.summary.scalar(LOSS, loss)
       tf.summary.scalar(ACCURACY, accuracy)
+      for name, value in confusion_lib.per_class_accuracy(confusion, class_names).items():
+        if value is not None:  # A class with no eval examples has no accuracy.
+          tf.summary.scalar(f'{PER_CLASS}/{name}', value)
       if self.enabled:  # Rendering costs time; a no-op writer would discard the picture.
         picture = visualize.confusion_matrix_image(confusion, class_names)
         tf.summary.image(CONFUSION_MATRIX, picture[None], step=step,
                          description='Evaluation split; rows: true class, columns: predicted.')
-    self._writer(EVAL_RUN).flush()
+    self._writer(run).flush()
 
   def training_images(self, images: np.ndarray, labels: Sequence[int],
                       class_names: Sequence[str], step: int = 0) -> None:

@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from trainer import checkpointing
+from trainer import confusion
 from trainer import export
 from trainer import failed_writes
 from trainer import input_pipeline
@@ -131,8 +132,7 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
     if config.deterministic:
       tf.config.experimental.enable_op_determinism()
     if source is None:
-      source = input_pipeline.create_source(config.dataset, config.data_dir,
-                                            config.train_split, config.eval_split)
+      source = input_pipeline.source_for(config)
     run = _Run(config, strategy, source, dirs, lock)
     try:
       return run.train()
@@ -303,6 +303,8 @@ class _Run:
         'eval_loss': eval_result[0],
         'eval_accuracy': eval_result[1],
         'eval_examples': eval_result[2],
+        'per_class_accuracy': confusion.per_class_accuracy(trainer.eval_confusion.result(),
+                                                           self.info.class_names),
         'global_step': trainer.step,
         'train_seconds': round(self.train_seconds, 2),
         'examples_per_second': _steady_rate(self.loops, config.batch_size),
