@@ -51,6 +51,26 @@ def free_ports(count):
   return ports
 
 
+def run_workers(arguments_of, count=2, timeout=300):
+  """Runs the `count` workers of one multi-worker job to their end, each as
+  `python -m *arguments_of(index)` with its TF_CONFIG; fails the test with the output of a
+  worker that failed. Returns the finished processes."""
+  from launch.local import worker_env  # pylint: disable=g-import-not-at-top
+  hosts = [f'localhost:{port}' for port in free_ports(count)]
+  processes = [subprocess.Popen([sys.executable, '-m', *arguments_of(index)], cwd=REPO,
+                                env=worker_env(hosts, index), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+               for index in range(count)]
+  try:
+    outputs = [p.communicate(timeout=timeout)[0] for p in processes]
+  finally:
+    for p in processes:
+      p.kill()
+  for p, output in zip(processes, outputs):
+    assert p.returncode == 0, output[-3000:]
+  return processes
+
+
 def start_endless_workers(model_dir, count=2):
   """Real workers of a multi-worker run on synthetic data that trains until stopped.
 

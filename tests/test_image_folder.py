@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tests import image_folders
-from tests.conftest import REPO, free_ports
+from tests.conftest import REPO, run_workers
 from trainer import image_folder
 from trainer import input_pipeline
 from trainer.errors import UserError
@@ -86,20 +86,8 @@ def test_trains_under_mirrored_each_example_once_per_epoch(folder, tmp_path, mir
 
 def test_trains_on_two_workers_each_example_once(folder, tmp_path):
   root, labels = folder
-  hosts = [f'localhost:{port}' for port in free_ports(2)]
-  from launch.local import worker_env  # pylint: disable=g-import-not-at-top
-  processes = [subprocess.Popen(
-      [sys.executable, '-m', 'tests.image_folder_worker', str(root), str(tmp_path / 'run'),
-       str(tmp_path / f'w{index}.json')],
-      cwd=REPO, env=worker_env(hosts, index), stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True) for index in range(2)]
-  try:
-    outputs = [p.communicate(timeout=300)[0] for p in processes]
-  finally:
-    for p in processes:
-      p.kill()
-  for p, output in zip(processes, outputs):
-    assert p.returncode == 0, output[-3000:]
+  run_workers(lambda index: ['tests.image_folder_worker', str(root), str(tmp_path / 'run'),
+                             str(tmp_path / f'w{index}.json')])
   reports = [json.loads((tmp_path / f'w{index}.json').read_text()) for index in range(2)]
   assert all(r['replicas'] == 2 and r['eval_examples'] == 10 and r['global_step'] == 6
              for r in reports)

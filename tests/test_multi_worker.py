@@ -1,35 +1,16 @@
 """MultiWorkerMirroredStrategy with real worker processes on localhost ports."""
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, free_ports
+from tests.conftest import run_workers
 
 pytestmark = pytest.mark.slow
 
 
 def test_two_workers_train_to_identical_weights(tmp_path):
-  workers = [f'localhost:{port}' for port in free_ports(2)]
-  processes = []
-  for index in range(2):
-    env = dict(os.environ, TF_CONFIG=json.dumps(
-        {'cluster': {'worker': workers}, 'task': {'type': 'worker', 'index': index}}))
-    processes.append(subprocess.Popen(
-        [sys.executable, '-m', 'tests.multi_worker_child', str(tmp_path / 'run'),
-         str(tmp_path / f'w{index}.npz')],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-  try:
-    outputs = [p.communicate(timeout=300)[0] for p in processes]
-  finally:
-    for p in processes:
-      p.kill()
-  for p, output in zip(processes, outputs):
-    assert p.returncode == 0, output[-3000:]
+  processes = run_workers(lambda index: ['tests.multi_worker_child', str(tmp_path / 'run'),
+                                         str(tmp_path / f'w{index}.npz')])
   weights = [np.load(tmp_path / f'w{index}.npz') for index in range(2)]
   assert int(weights[0]['replicas']) == 2
   assert int(weights[0]['eval_examples']) == int(weights[1]['eval_examples']) == 100
