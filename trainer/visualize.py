@@ -9,7 +9,7 @@ _BACKGROUND = (255, 255, 255)
 _INK = (0, 0, 0)
 
 
-def _font(size: int):
+def load_font(size: int):
   # Pillow ships a scalable font when built with FreeType (its wheels are); a bare build
   # falls back to a small bitmap font, which is still legible.
   try:
@@ -26,7 +26,7 @@ def _to_rgb(image: np.ndarray) -> Image.Image:
   return Image.fromarray(image).convert('RGB')
 
 
-def _fit(text: str, draw: ImageDraw.ImageDraw, font, width: int) -> str:
+def fit_text(text: str, draw: ImageDraw.ImageDraw, font, width: int) -> str:
   """`text`, shortened with an ellipsis until it fits in `width` pixels."""
   if draw.textlength(text, font=font) <= width:
     return text
@@ -46,7 +46,7 @@ def image_grid(images: np.ndarray, labels: Sequence[int], class_names: Sequence[
   count = len(images)
   rows = -(-count // columns)
   label_height = max(12, cell // 6)
-  font = _font(label_height - 2)
+  font = load_font(label_height - 2)
   pad = 4
   canvas = Image.new('RGB', (columns * (cell + pad) + pad,
                              rows * (cell + label_height + pad) + pad), _BACKGROUND)
@@ -56,7 +56,7 @@ def image_grid(images: np.ndarray, labels: Sequence[int], class_names: Sequence[
     x = pad + column * (cell + pad)
     y = pad + row * (cell + label_height + pad)
     canvas.paste(_to_rgb(image).resize((cell, cell), Image.NEAREST), (x, y))
-    name = _fit(str(class_names[int(label)]), draw, font, cell)
+    name = fit_text(str(class_names[int(label)]), draw, font, cell)
     draw.text((x + cell / 2, y + cell + 1), name, fill=_INK, font=font, anchor='mt')
   return np.asarray(canvas)
 
@@ -77,7 +77,7 @@ def confusion_matrix_image(matrix: np.ndarray, class_names: Sequence[str]) -> np
   classes = len(class_names)
   cell = int(np.clip(800 // max(classes, 1), 6, 48))
   show_text = cell >= 24
-  font = _font(max(10, min(14, cell // 3)))
+  font = load_font(max(10, min(14, cell // 3)))
   probe = ImageDraw.Draw(Image.new('RGB', (1, 1)))
   label_width = int(max(probe.textlength(str(n), font=font) for n in class_names)) + 8 \
       if show_text else 0
