@@ -85,6 +85,22 @@ def test_vertex_dry_run_has_a_chief_pool_and_a_worker_pool(capsys, monkeypatch):
   assert [p['replicaCount'] for p in spec['workerPoolSpecs']] == [1, 4]
 
 
+@pytest.mark.parametrize('options', [(), ('--workers=1', '--accelerator_count=0')])
+def test_vertex_spec_is_a_custom_job_spec_to_vertex_ai_itself(capsys, options):
+  # Vertex AI's own API types (google-cloud-aiplatform), strict: a misspelt or misplaced
+  # field fails here instead of in the user's console.
+  from google.cloud.aiplatform_v1.types import CustomJobSpec  # pylint: disable=g-import-not-at-top
+  from google.protobuf import json_format  # pylint: disable=g-import-not-at-top
+  spec, _ = _dry_run_spec(capsys, *options)
+  parsed = CustomJobSpec.from_json(json.dumps(spec), ignore_unknown_fields=False)
+  assert len(parsed.worker_pool_specs) == len(spec['workerPoolSpecs'])
+  assert parsed.base_output_directory.output_uri_prefix == \
+      spec['baseOutputDirectory']['outputUriPrefix']
+  misspelt = dict(spec, baseOutputDir=spec['baseOutputDirectory'])
+  with pytest.raises(json_format.ParseError, match='baseOutputDir'):
+    CustomJobSpec.from_json(json.dumps(misspelt), ignore_unknown_fields=False)
+
+
 def test_vertex_single_machine_cpu_job_has_one_pool(capsys):
   spec, _ = _dry_run_spec(capsys, '--workers=1', '--accelerator_count=0',
                           '--preset=configs/multi_gpu.cfg')
