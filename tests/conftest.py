@@ -40,6 +40,27 @@ def make_source(num_train=512, num_eval=100, shape=(32, 32, 3), num_classes=10, 
       'random', split(num_train), split(num_eval), [f'c{i}' for i in range(num_classes)])
 
 
+def id_source(num_train, num_eval, shape=(8, 8, 3)):
+  """Each image carries its example id in two pixels, so coverage can be counted."""
+  def split(n, offset):
+    ids = np.arange(n) + offset
+    images = np.zeros((n,) + shape, np.uint8)
+    images[:, 0, 0, 0] = ids % 256
+    images[:, 0, 0, 1] = ids // 256
+    return images, (ids % 10).astype(np.int64)
+  return input_pipeline.InMemorySource('ids', split(num_train, 0), split(num_eval, EVAL_ID_0),
+                                       [str(i) for i in range(10)])
+
+
+EVAL_ID_0 = 100_000 % 65536  # The first evaluation example's id.
+
+
+def example_ids(images):
+  """The ids of id_source's images, from scaled (float) batches."""
+  pixels = np.rint(np.asarray(images)[:, 0, 0, :2] * 255).astype(np.int64)
+  return pixels[:, 0] + 256 * pixels[:, 1]
+
+
 def free_ports(count):
   """Localhost ports that were free a moment ago (for servers and workers the tests start)."""
   sockets = [socket.socket() for _ in range(count)]

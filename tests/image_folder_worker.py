@@ -29,7 +29,7 @@ def main(data_dir, model_dir, out):
       num_replicas_in_sync=strategy.num_replicas_in_sync)
   steps_per_epoch = 24 // 8
   batches = input_pipeline.train_dataset(source, context, 8, steps_per_epoch, config.seed,
-                                         config.shuffle_buffer).take(2 * steps_per_epoch)
+                                         ).take(2 * steps_per_epoch)
   ids = [image_folders.ids(images).tolist() for images, _ in batches]
   epochs = [sum(ids[:steps_per_epoch], []), sum(ids[steps_per_epoch:], [])]
   with open(out, 'w') as f:

@@ -4,24 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import EVAL_ID_0, example_ids as _ids, id_source as _id_source
 from trainer import input_pipeline
-
-
-def _id_source(num_train, num_eval, shape=(8, 8, 3)):
-  """Each image carries its example id in two pixels, so coverage can be counted."""
-  def split(n, offset):
-    ids = np.arange(n) + offset
-    images = np.zeros((n,) + shape, np.uint8)
-    images[:, 0, 0, 0] = ids % 256
-    images[:, 0, 0, 1] = ids // 256
-    return images, (ids % 10).astype(np.int64)
-  return input_pipeline.InMemorySource('ids', split(num_train, 0), split(num_eval, 100_000 % 65536),
-                                       [str(i) for i in range(10)])
-
-
-def _ids(images):
-  pixels = np.rint(np.asarray(images)[:, 0, 0, :2] * 255).astype(np.int64)
-  return pixels[:, 0] + 256 * pixels[:, 1]
 
 
 def _context(pipelines=1, pipeline_id=0, replicas=1):
@@ -39,21 +23,25 @@ def test_train_batches_shapes_dtypes_and_range(small_source):
   assert float(tf.reduce_max(images)) > 0.5  # Scaled by 255, not left as 0..255 or 0..1/255.
 
 
-def test_each_epoch_is_a_permutation_with_its_own_order():
+# cache=True: shuffled by permutation from memory (the default); False: streamed through a
+# shuffle buffer (--nocache). Both must keep these promises.
+@pytest.mark.parametrize('cache', [True, False])
+def test_each_epoch_is_a_permutation_with_its_own_order(cache):
   source = _id_source(num_train=100, num_eval=10)
   ds = input_pipeline.train_dataset(source, _context(), global_batch=10, steps_per_epoch=10,
-                                    seed=3, shuffle_buffer=1000)
+                                    seed=3, shuffle_buffer=1000, cache=cache)
   batches = [_ids(images) for images, _ in ds.take(20)]
   first, second = np.concatenate(batches[:10]), np.concatenate(batches[10:])
   assert sorted(first) == sorted(second) == list(range(100))
   assert list(first) != list(second)
 
 
-def test_order_depends_only_on_seed_and_step_so_resume_sees_the_same_batches():
+@pytest.mark.parametrize('cache', [True, False])
+def test_order_depends_only_on_seed_and_step_so_resume_sees_the_same_batches(cache):
   source = _id_source(num_train=120, num_eval=10)
   make = lambda start, seed=5: input_pipeline.train_dataset(
       source, _context(), global_batch=8, steps_per_epoch=15, seed=seed, shuffle_buffer=1000,
-      start_step=start)
+      start_step=start, cache=cache)
   full = [_ids(images) for images, _ in make(0).take(40)]
   resumed = [_ids(images) for images, _ in make(23).take(17)]
   np.testing.assert_array_equal(np.stack(full[23:]), np.stack(resumed))
@@ -92,12 +80,14 @@ def test_eval_shards_across_workers_cover_the_split_once():
   assert len(seen) == 1001 and set(seen.values()) == {1}
 
 
-def test_train_shards_across_workers_are_disjoint():
+@pytest.mark.parametrize('cache', [True, False])
+def test_train_shards_across_workers_are_disjoint(cache):
   source = _id_source(num_train=200, num_eval=10)
   shards = []
   for pipeline in range(2):
     ds = input_pipeline.train_dataset(source, _context(2, pipeline, replicas=2), global_batch=20,
-                                      steps_per_epoch=10, seed=0, shuffle_buffer=1000)
+                                      steps_per_epoch=10, seed=0, shuffle_buffer=1000,
+                                      cache=cache)
     shards.append(set(np.concatenate([_ids(images) for images, _ in ds.take(10)]).tolist()))
   assert not shards[0] & shards[1]
   assert len(shards[0] | shards[1]) == 200
@@ -131,11 +121,12 @@ def test_first_examples_are_the_stored_training_examples_in_order():
   assert labels == [i % 10 for i in range(25)]
 
 
-def test_augmentation_flips_and_shifts_reproducibly_and_resumes_exactly():
+@pytest.mark.parametrize('cache', [True, False])
+def test_augmentation_flips_and_shifts_reproducibly_and_resumes_exactly(cache):
   source = _id_source(num_train=64, num_eval=10, shape=(16, 16, 3))
   make = lambda start=0, augment='flip_shift': input_pipeline.train_dataset(
       source, _context(), global_batch=8, steps_per_epoch=8, seed=2, shuffle_buffer=100,
-      start_step=start, augment=augment)
+      start_step=start, augment=augment, cache=cache)
   plain = [images.numpy() for images, _ in make(augment='none').take(16)]
   flipped = [images.numpy() for images, _ in make(augment='flip').take(16)]
   augmented = [images.numpy() for images, _ in make().take(16)]
@@ -160,8 +151,8 @@ def test_pipeline_options_change_speed_not_data(cache, threads):
   make = lambda **kw: [_ids(images).tolist() for images, _ in input_pipeline.train_dataset(
       source, _context(), global_batch=8, steps_per_epoch=6, seed=4, shuffle_buffer=100,
       **kw).take(12)]
-  assert make(cache=cache, threads=threads) == make()
+  assert make(cache=cache, threads=threads) == make(cache=cache)
   evaluated = input_pipeline.eval_dataset(source, _context(), global_batch=4, steps=3,
                                           cache=cache, threads=threads)
   assert sorted(np.concatenate([_ids(i) for i, _, _ in evaluated]).tolist()) == \
-      sorted([100_000 % 65536 + i for i in range(10)] + [0, 0])
+      sorted([EVAL_ID_0 + i for i in range(10)] + [0, 0])

@@ -59,7 +59,7 @@ def test_float16_overflow_skips_the_step_and_lowers_the_loss_scale(tmp_path, rep
     keras.mixed_precision.set_global_policy('float32')
   before = trainer.model.get_weights()
   trainer.optimizer.dynamic_scale.assign(3e38)  # Any real loss times this overflows.
-  iterator = input_pipeline.distributed_train_iterator(strategy, source, 32, 16, 0, 1)
+  iterator = input_pipeline.distributed_train_iterator(strategy, source, 32, 16, 0)
   trainer.train_loop(iterator, tf.constant(1))
   assert trainer.step == 1 and trainer.skipped_steps == 1
   assert float(trainer.optimizer.dynamic_scale.numpy()) == pytest.approx(1.5e38)

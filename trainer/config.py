@@ -13,11 +13,12 @@ STRATEGIES = ('default', 'one_device', 'mirrored', 'multi_worker', 'tpu')
 MIXED_PRECISION = ('none', 'mixed_float16', 'mixed_bfloat16')
 LR_SCHEDULES = ('constant', 'cosine')
 AUGMENTATIONS = ('none', 'flip', 'flip_shift')
+INPUTS = ('host', 'device')
 OPTIMIZERS = ('adam', 'adamw', 'lamb', 'lion', 'sgd', 'muon')
 LR_SCALINGS = ('none', 'linear', 'sqrt')
 _CHOICES = {'strategy': STRATEGIES, 'augment': AUGMENTATIONS, 'lr_schedule': LR_SCHEDULES,
             'mixed_precision': MIXED_PRECISION, 'optimizer': OPTIMIZERS,
-            'lr_scaling': LR_SCALINGS}
+            'lr_scaling': LR_SCALINGS, 'input': INPUTS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +40,13 @@ class Config:
   train_steps: int = 0  # 0: derived from epochs.
   steps_per_loop: int = 100
   seed: int = 42
-  shuffle_buffer: int = 50_000
-  cache: bool = True  # Keep the raw uint8 examples in memory after the first epoch.
+  shuffle_buffer: int = 50_000  # Only with cache=False: the order then streams through it.
+  cache: bool = True  # Hold the raw uint8 training examples in memory (needed by input=device).
+  # Where training batches are made: 'host' (tf.data) or 'device' (trainer/device_input.py).
+  input: str = 'host'
+  # input=device: the most one replica's share may take. Room for CIFAR-10 at any replica
+  # count, and a quarter of the smallest accelerator in reach (a TPU v2 core: 8 GiB).
+  device_data_max_mb: int = 2048
   input_threads: int = 0  # A private tf.data thread pool of this size; 0: the shared one.
   mixed_precision: str = 'none'
   jit_compile: bool = False
@@ -92,7 +98,7 @@ class Config:
       raise UserError('give --warmup_steps or --warmup_epochs, not both')
     self._validate_optimizer()
     for name in ('batch_size', 'base_batch_size', 'steps_per_loop', 'shuffle_buffer',
-                 'keep_checkpoints'):
+                 'keep_checkpoints', 'device_data_max_mb'):
       if getattr(self, name) <= 0:
         raise UserError(f'--{name} must be positive, got {getattr(self, name)}')
     if self.learning_rate <= 0:
@@ -109,6 +115,9 @@ class Config:
       raise UserError('--tpu only applies to --strategy=tpu')
     if not self.dataset:
       raise UserError('--dataset must not be empty')
+    if self.input == 'device' and not self.cache:
+      raise UserError('--input=device holds the training data in device memory; it cannot '
+                      'stream it (--nocache): use --input=host with --nocache')
     parse_profile_steps(self.profile_steps)
     return self
 

@@ -5,6 +5,7 @@ import os
 
 import tensorflow as tf
 
+from trainer import data_order
 from trainer import models
 from trainer import steps
 
@@ -24,7 +25,7 @@ class _Serving(tf.Module):
     def serve(images):
       # The same scaling as the training pipeline (input_pipeline._scale).
       # The same logits as evaluation, so that serving scores what evaluation reported.
-      logits = steps.eval_logits(self.model, tf.cast(images, tf.float32) / 255.0, flip)
+      logits = steps.eval_logits(self.model, data_order.scale(images), flip)
       probabilities = tf.nn.softmax(logits)
       predicted = tf.argmax(probabilities, axis=-1)
       return {

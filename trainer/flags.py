@@ -3,8 +3,8 @@
 from absl import flags
 
 from trainer import logs
-from trainer.config import AUGMENTATIONS, Config, LR_SCALINGS, LR_SCHEDULES, MIXED_PRECISION, \
-    OPTIMIZERS, STRATEGIES
+from trainer.config import AUGMENTATIONS, Config, INPUTS, LR_SCALINGS, LR_SCHEDULES, \
+    MIXED_PRECISION, OPTIMIZERS, STRATEGIES
 
 _DEFAULTS = Config()
 
@@ -42,10 +42,16 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   define('integer', 'steps_per_loop', 'Train steps per host call (one tf.function call); '
          'progress is logged after each.')
   define('integer', 'seed', 'Seed for initial weights and data order.')
-  define('integer', 'shuffle_buffer', 'Examples in the shuffle buffer per input pipeline '
-         '(>= split size: a full shuffle).')
-  define('bool', 'cache', 'Keep the raw (uint8) examples in memory after the first pass; '
-         '--nocache for data sets larger than memory.')
+  define('string', 'input', f'Where training batches are made: {", ".join(INPUTS)}. host: '
+         'tf.data on the host CPU; device: the training data is held in each accelerator\'s '
+         'memory and batches are drawn there (same batches, no host work per step).')
+  define('integer', 'device_data_max_mb', 'With --input=device: the most device memory (MB) '
+         'one replica\'s share of the training data may take; over it is an error.')
+  define('bool', 'cache', 'Hold the raw (uint8) training examples in memory and shuffle by '
+         'permutation; --nocache streams them through --shuffle_buffer, for data sets larger '
+         'than memory.')
+  define('integer', 'shuffle_buffer', 'With --nocache: examples in the shuffle buffer per '
+         'input pipeline.')
   define('integer', 'input_threads', 'Private tf.data thread pool of this size for the input '
          'pipeline; 0: TensorFlow\'s shared pool.')
   define('string', 'mixed_precision', f'Keras mixed-precision policy: '

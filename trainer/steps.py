@@ -134,9 +134,15 @@ class Trainer:
     # Several steps per host call: the Python overhead is paid once per loop, not per step.
     # Returns (seconds waiting for input, seconds in the loop) for TensorBoard; clocks are
     # an error under op determinism.
-    timings = input_wait.timed_loop(
-        iterator, steps, lambda inputs: self.strategy.run(self._train_step, args=(inputs,)),
-        clocked=not self.config.deterministic)
+    # A DeviceInput hands out (its data, the step), and its replica_batch draws each
+    # replica's batch inside the step, on the device.
+    draw = getattr(iterator, 'replica_batch', None)
+    if draw is None:
+      run = lambda inputs: self.strategy.run(self._train_step, args=(inputs,))
+    else:
+      run = lambda request: self.strategy.run(
+          lambda data, step: self._train_step(draw(data, step)), args=request)
+    timings = input_wait.timed_loop(iterator, steps, run, clocked=not self.config.deterministic)
     self.global_step.assign_add(tf.cast(steps, tf.int64))
     return timings
 

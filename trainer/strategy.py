@@ -182,13 +182,29 @@ def num_workers(strategy: tf.distribute.Strategy) -> int:
   return len(jobs.get('chief', [])) + len(jobs.get('worker', []))
 
 
+def replica_devices(strategy: tf.distribute.Strategy) -> list:
+  """This worker's replicas' devices, in replica order."""
+  try:
+    return list(strategy.extended.worker_devices)
+  except RuntimeError:  # The default strategy places ops wherever TensorFlow does.
+    return [d.name for d in tf.config.list_logical_devices()
+            if d.device_type != 'CPU'][:1] or ['/cpu:0']
+
+
+def worker_index(strategy: tf.distribute.Strategy) -> int:
+  """This worker's place among num_workers(): the chief first, then the workers by index,
+  as MultiWorkerMirroredStrategy numbers replicas (worker w's come after w's predecessors')."""
+  resolver = getattr(strategy, 'cluster_resolver', None)
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None \
+      or resolver.task_type in (None, 'chief'):
+    return 0
+  has_chief = 'chief' in resolver.cluster_spec().as_dict()
+  return resolver.task_id + (1 if has_chief else 0)
+
+
 def describe(strategy: tf.distribute.Strategy) -> str:
   """One line on where the replicas run, for the start-of-run log."""
-  try:
-    devices = list(strategy.extended.worker_devices)
-  except RuntimeError:  # The default strategy places ops wherever TensorFlow does.
-    devices = [d.name for d in tf.config.list_logical_devices()
-               if d.device_type != 'CPU'][:1] or ['/cpu:0']
+  devices = replica_devices(strategy)
   name = 'DefaultStrategy' if strategy is tf.distribute.get_strategy() and not \
       tf.distribute.has_strategy() else type(strategy).__name__
   return (f'strategy {name} | {num_workers(strategy)} worker(s), devices '

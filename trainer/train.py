@@ -209,8 +209,9 @@ class _Run:
     config, plan, trainer = self.config, self.plan, self.trainer
     train_iterator = input_pipeline.distributed_train_iterator(
         self.strategy, self.source, config.batch_size, plan.steps_per_epoch, config.seed,
-        config.shuffle_buffer, start_step=trainer.step, augment=config.augment,
-        cache=config.cache, threads=config.input_threads)
+        start_step=trainer.step, augment=config.augment, cache=config.cache,
+        threads=config.input_threads, shuffle_buffer=config.shuffle_buffer,
+        input_mode=config.input, device_data_max_mb=config.device_data_max_mb)
     eval_data, eval_steps = input_pipeline.distributed_eval_dataset(
         self.strategy, self.source, config.batch_size, cache=config.cache,
         threads=config.input_threads)
