@@ -3,16 +3,20 @@
     python -m benchmarks.throughput --data_dir=../shared/datasets/tfds [--repeats=3]
 
 Each measurement runs in a process of its own (so peak memory figures do not mix), on the
-same model and batch size, and the rounds interleave the four so that a noisy neighbour
-hurts all of them alike; the best round of each counts:
+same model and batch size, and the rounds interleave them so that a noisy neighbour hurts
+all of them alike; the best round of each counts:
 
   1 limit      a compiled train step looping on one batch already on the device
   2 tutorial   the tutorial's code: model.fit on NumPy arrays divided by 255.0
-  3 trainer    python -m trainer.main's code path on the real data, steady state
-  4 synthetic  the trainer on --dataset=synthetic (device-resident random data)
+  3 host       python -m trainer.main's code path on the real data, --input=host
+  4 device     the same with --input=device (the data held in device memory)
+  5 synthetic  the trainer on --dataset=synthetic (one device-resident random batch)
 
-Runs unchanged on a GPU machine (TensorFlow places everything on the GPU); `--smoke` runs
-a few steps of each so that the script is tested in CI.
+For 3-5 it also prints what a step costs the host: bytes copied to the device (from the
+batch's shapes) and CPU time of the whole process per step (measured). On a CPU-only
+machine that CPU time includes the training itself; on a GPU or TPU machine it is the
+host's own work. Runs unchanged there (TensorFlow places everything on the accelerator);
+`--smoke` runs a few steps of each so that the script is tested in CI.
 """
 
 import json
@@ -36,7 +40,8 @@ _MODE = flags.DEFINE_string('mode', None, 'Internal: run one measurement in this
 _EXTRA = flags.DEFINE_multi_string('trainer_flag', [], 'Extra trainer flag for 3 and 4, '
                                    'e.g. --trainer_flag=--jit_compile.')
 
-MODES = ('limit', 'tutorial', 'trainer', 'synthetic')
+MODES = ('limit', 'tutorial', 'host', 'device', 'synthetic')
+_TRAINER_MODES = ('host', 'device', 'synthetic')
 _RESULT = 'RESULT '
 
 
@@ -96,51 +101,59 @@ def _measure_tutorial(data_dir, batch_size, epochs, smoke):
   return len(train_images) * len(steady) / sum(steady)
 
 
-def _measure_trainer(data_dir, batch_size, epochs, smoke, synthetic, extra_flags):
+def _measure_trainer(data_dir, batch_size, epochs, smoke, mode, extra_flags):
+  """(images/s, host CPU seconds per step), both over the steady state."""
   from trainer import flags as trainer_flags  # pylint: disable=g-import-not-at-top
   from trainer import train  # pylint: disable=g-import-not-at-top
   trainer_flag_values = flags.FlagValues()  # Apart: --data_dir etc. exist here too.
   trainer_flags.define_flags(trainer_flag_values)
   args = ['trainer', f'--batch_size={batch_size}', f'--epochs={epochs}',
           f'--model_dir={tempfile.mkdtemp(prefix="bench_")}', *extra_flags]
-  if synthetic:
+  if mode == 'device':
+    args.append('--input=device')
+  if mode == 'synthetic':
     args.append('--dataset=synthetic')
   elif data_dir:
     args.append(f'--data_dir={data_dir}')
   if smoke:
     args += ['--train_steps=40', '--steps_per_loop=10'] + (
-        [] if synthetic else ['--train_split=train[:2048]', '--eval_split=test[:512]'])
+        [] if mode == 'synthetic' else ['--train_split=train[:2048]', '--eval_split=test[:512]'])
   trainer_flag_values(args)
   config = trainer_flags.config_from_flags(trainer_flag_values)
   outcome = train.train_and_evaluate(config)
   # Steady state: the last epoch's loops, after tracing and filling the data cache.
-  per_epoch = outcome.trainer.config.batch_size
-  loops = outcome.loops
+  loops = [(size, seconds, cpu) for (size, seconds), cpu in
+           zip(outcome.loops, outcome.loop_cpu_seconds)]
   if not smoke and epochs > 1:
-    steps_per_epoch = sum(size for size, _ in loops) // epochs
+    steps_per_epoch = sum(size for size, _, _ in loops) // epochs
     taken, tail = 0, []
-    for size, seconds in reversed(loops):
+    for loop in reversed(loops):
       if taken >= steps_per_epoch:
         break
-      tail.append((size, seconds))
-      taken += size
+      tail.append(loop)
+      taken += loop[0]
     loops = tail
   else:
     loops = loops[1:] or loops
-  return sum(size for size, _ in loops) * per_epoch / sum(s for _, s in loops)
+  steps = sum(size for size, _, _ in loops)
+  return (steps * batch_size / sum(seconds for _, seconds, _ in loops),
+          sum(cpu for _, _, cpu in loops) / steps)
 
 
 def _child(mode):
   smoke = _SMOKE.value
+  cpu_per_step = None
   if mode == 'limit':
     rate = _measure_limit(_BATCH.value, 50 if smoke else 3000)
   elif mode == 'tutorial':
     rate = _measure_tutorial(_DATA_DIR.value, _BATCH.value, _EPOCHS.value, smoke)
   else:
-    rate = _measure_trainer(_DATA_DIR.value, _BATCH.value, _EPOCHS.value, smoke,
-                            synthetic=mode == 'synthetic', extra_flags=_EXTRA.value)
+    rate, cpu_per_step = _measure_trainer(_DATA_DIR.value, _BATCH.value, _EPOCHS.value, smoke,
+                                          mode, extra_flags=_EXTRA.value)
   print(_RESULT + json.dumps({'mode': mode, 'images_per_second': rate,
-                              'peak_rss_mb': _peak_rss_mb()}), flush=True)
+                              'peak_rss_mb': _peak_rss_mb(),
+                              'cpu_ms_per_step': cpu_per_step and cpu_per_step * 1000}),
+        flush=True)
 
 
 def _run_child(mode):
@@ -158,20 +171,39 @@ def _run_child(mode):
   sys.exit(f'error: the {mode} measurement failed:\n{result.stderr[-3000:]}')
 
 
+def host_to_device_bytes(mode: str, batch_size: int, image_shape=(32, 32, 3)) -> int:
+  """Bytes the host sends the device(s) per training step, from the batch's shapes.
+
+  host: the float32 images and int64 labels of the global batch. device: the int64 step
+  count (the data went over once, at the start). synthetic: nothing."""
+  if mode == 'host':
+    return batch_size * (4 * image_shape[0] * image_shape[1] * image_shape[2] + 8)
+  return 8 if mode == 'device' else 0
+
+
 def _report(best):
   rate = {m: best[m]['images_per_second'] for m in MODES}
   print(f'\nbatch {_BATCH.value}, float32, best of {_REPEATS.value} round(s)'
         f'{" (SMOKE: a few steps, figures meaningless)" if _SMOKE.value else ""}')
-  print(f'{"measurement":<34}{"images/s":>10}{"peak RSS MiB":>14}')
+  print(f'{"measurement":<36}{"images/s":>10}{"peak RSS MiB":>14}{"to device B/step":>18}'
+        f'{"host CPU ms/step":>18}')
   names = {'limit': '1 limit (compiled loop, one batch)', 'tutorial': '2 tutorial model.fit',
-           'trainer': '3 trainer, real CIFAR-10', 'synthetic': '4 trainer, synthetic'}
+           'host': '3 trainer --input=host', 'device': '4 trainer --input=device',
+           'synthetic': '5 trainer, synthetic'}
   for mode in MODES:
-    print(f'{names[mode]:<34}{rate[mode]:>10.0f}{best[mode]["peak_rss_mb"]:>14.0f}')
-  print(f'3/1 {rate["trainer"] / rate["limit"]:.3f} (target >= 0.95)   '
-        f'3/2 {rate["trainer"] / rate["tutorial"]:.3f} (target >= 1.05)   '
-        f'3/4 {rate["trainer"] / rate["synthetic"]:.3f} (target >= 0.97)')
-  memory = best['trainer']['peak_rss_mb'] / best['tutorial']['peak_rss_mb']
-  print(f'peak memory trainer/tutorial {memory:.3f} (target <= 0.333)')
+    cost = ''
+    if mode in _TRAINER_MODES:
+      cost = (f'{host_to_device_bytes(mode, _BATCH.value):>18,}'
+              f'{best[mode]["cpu_ms_per_step"]:>18.2f}')
+    print(f'{names[mode]:<36}{rate[mode]:>10.0f}{best[mode]["peak_rss_mb"]:>14.0f}{cost}')
+  print(f'3/1 {rate["host"] / rate["limit"]:.3f} (target >= 0.95)   '
+        f'3/5 {rate["host"] / rate["synthetic"]:.3f} (target >= 0.97)   '
+        f'4/1 {rate["device"] / rate["limit"]:.3f} (target >= 0.98)   '
+        f'3/2 {rate["host"] / rate["tutorial"]:.3f} (target >= 1.05)')
+  memory = best['host']['peak_rss_mb'] / best['tutorial']['peak_rss_mb']
+  device_memory = best['device']['peak_rss_mb'] / best['host']['peak_rss_mb']
+  print(f'peak memory host/tutorial {memory:.3f} (target <= 0.333)   '
+        f'device/host {device_memory:.3f} (target <= 1)')
 
 
 def main(argv):

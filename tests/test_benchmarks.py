@@ -16,13 +16,21 @@ def test_throughput_benchmark_smoke(cifar_dir):
        f'--data_dir={cifar_dir}'], cwd=REPO, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   out = result.stdout
-  for row in ('1 limit', '2 tutorial model.fit', '3 trainer, real CIFAR-10',
-              '4 trainer, synthetic'):
+  for row in ('1 limit', '2 tutorial model.fit'):
     line = next(l for l in out.splitlines() if l.startswith(row))
     images_per_second, peak_mb = (float(x) for x in line.split()[-2:])
     assert images_per_second > 0 and peak_mb > 100
-  assert '3/1 ' in out and '3/2 ' in out and '3/4 ' in out
-  assert 'peak memory trainer/tutorial' in out
+  sent = {}
+  for row in ('3 trainer --input=host', '4 trainer --input=device', '5 trainer, synthetic'):
+    line = next(l for l in out.splitlines() if l.startswith(row))
+    images_per_second, peak_mb, bytes_per_step, cpu_ms = (
+        float(x.replace(',', '')) for x in line.split()[-4:])
+    assert images_per_second > 0 and peak_mb > 100 and cpu_ms > 0
+    sent[row[0]] = bytes_per_step
+  # The host input sends each batch's float32 images and labels; the device input a step count.
+  assert sent == {'3': 64 * (32 * 32 * 3 * 4 + 8), '4': 8, '5': 0}
+  for ratio in ('3/1 ', '3/5 ', '4/1 ', '3/2 ', 'peak memory host/tutorial', 'device/host'):
+    assert ratio in out
 
 
 def test_time_to_accuracy_benchmark_smoke(cifar_dir):

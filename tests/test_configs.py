@@ -39,8 +39,9 @@ def test_tutorial_is_the_tutorial():
 
 
 # What tells runs of one recipe apart: where they run, and how many examples a step takes.
+# (--input changes where batches are made, not which: tests/test_device_input.py.)
 _PLACEMENT = ('strategy', 'mixed_precision', 'steps_per_loop', 'data_dir', 'model_dir',
-              'batch_size', 'learning_rate', 'lr_scaling', 'base_batch_size')
+              'batch_size', 'learning_rate', 'lr_scaling', 'base_batch_size', 'input')
 
 
 @pytest.mark.parametrize('name', ['fast', 'multi_gpu', 'multi_worker', 'tpu'])
@@ -53,6 +54,11 @@ def test_presets_are_the_measured_large_batch_recipe_at_their_batch(name):
   differences = {field for field in Config.__dataclass_fields__
                  if getattr(config, field) != getattr(recipe, field)}
   assert differences <= set(_PLACEMENT)
+
+
+@pytest.mark.parametrize('name', ['multi_gpu', 'multi_worker', 'tpu'])
+def test_accelerator_presets_hold_the_data_on_the_device(name):
+  assert load(REPO / 'configs' / f'{name}.cfg').input == 'device'
 
 
 def test_tpu_preset():

@@ -30,6 +30,10 @@ def run_main(*args, env=None, timeout=120):
     (['--strategy=mirrored', '--num_cpu_devices=2', '--batch_size=63', '--dataset=synthetic'],
      {}, '--batch_size=63 (the global batch) does not divide among 2 replicas'),
     (['--strategy=tpu', '--dataset=synthetic'], {}, '--strategy=tpu found no TPU'),
+    (['--input=gpu'], {}, "unknown --input='gpu'; choose one of: host, device"),
+    (['--input=device', '--nocache'], {}, '--input=device holds the training data in device '
+     'memory; it cannot stream it (--nocache): use --input=host with --nocache'),
+    (['--input=device', '--device_data_max_mb=0'], {}, '--device_data_max_mb must be positive'),
     (['--strategy=multi_worker', '--model_dir=/tmp/x'], {'TF_CONFIG': ''},
      'needs the TF_CONFIG environment variable'),
     (['--strategy=multi_worker', '--model_dir=/tmp/x'], {'TF_CONFIG': ' \n'},

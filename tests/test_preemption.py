@@ -61,9 +61,11 @@ _KILL_AFTER = [r'step [1-9]\d*/100  loss', r'eval  loss', r'saved checkpoint', r
                r'final test loss']
 
 
+@pytest.mark.parametrize('input_mode', ['host', 'device'])
 def test_sigkill_at_random_moments_then_rerun_ends_with_the_uninterrupted_weights(
-    tmp_path, cifar_dir):
-  flags = ['--epochs=2', '--checkpoint_every_steps=10', '--deterministic']
+    tmp_path, cifar_dir, input_mode):
+  flags = ['--epochs=2', '--checkpoint_every_steps=10', '--deterministic',
+           f'--input={input_mode}', '--augment=flip_shift']
   _run(_command(cifar_dir, tmp_path / 'straight', *flags))
 
   # CHAOS_KILLS=5 for the full figure; CI kills twice to stay short.

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from trainer import checkpointing
 from trainer import confusion
+from trainer import device_input
 from trainer import export
 from trainer import failed_writes
 from trainer import input_pipeline
@@ -38,6 +39,7 @@ class Outcome:
   model_dir: str
   trainer: steps.Trainer
   loops: list  # (steps, seconds) of each host call, for throughput measurements.
+  loop_cpu_seconds: list  # This process's CPU time (all threads) in each host call.
 
 
 @dataclasses.dataclass
@@ -179,6 +181,10 @@ class _Run:
     self.model_dir = dirs.model_dir
     self.chief = strategy_lib.is_chief(strategy)
     self.plan = make_plan(config, self.info, strategy)
+    if config.input == 'device' and not getattr(source, 'device_resident', False):
+      # Before the model and the data: a data set that cannot fit stops the run at once.
+      device_input.check_fits(self.info, strategy.num_replicas_in_sync,
+                              config.device_data_max_mb)
     self.trainer = _build_trainer(config, strategy, self.info, self.plan)
     self.checkpoints = checkpointing.Checkpoints(
         dirs.checkpoint_dir, self.trainer.model, self.trainer.optimizer,
@@ -189,6 +195,7 @@ class _Run:
                                            enabled=self.chief,
                                            total_steps=self.plan.total_steps)
     self.loops = []  # (steps, seconds) per host call.
+    self.loop_cpu_seconds = []
     self.progress = progress.Progress(self.plan, config.batch_size)
     self.eval_history = []
     self.train_seconds = 0.0
@@ -258,11 +265,12 @@ class _Run:
     trainer.train_sums.reset()
     self.profile.before_loop(trainer.step)
     self.progress.before_loop(size)
-    loop_start = time.time()
+    loop_start, cpu_start = time.time(), time.process_time()
     waited, loop_seconds = trainer.train_loop(iterator, tf.constant(size))
     loss, accuracy, _ = trainer.train_sums.result()  # Reading waits for the loop to finish.
     elapsed = time.time() - loop_start
     self.loops.append((size, elapsed))
+    self.loop_cpu_seconds.append(time.process_time() - cpu_start)
     self.train_seconds += elapsed
     step = trainer.step
     self.profile.after_loop(step)
@@ -327,4 +335,5 @@ class _Run:
       progress.summary(results, self.model_dir, export_dir, self.summaries.logdir)
     else:
       progress.summary(results)
-    return Outcome(metrics=results, model_dir=self.model_dir, trainer=trainer, loops=self.loops)
+    return Outcome(metrics=results, model_dir=self.model_dir, trainer=trainer, loops=self.loops,
+                   loop_cpu_seconds=self.loop_cpu_seconds)

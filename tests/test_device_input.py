@@ -1,0 +1,123 @@
+"""--input=device: the host pipeline's batches, held and drawn on the replicas' devices."""
+
+import collections
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.batches import device_batches, host_batches
+from tests.conftest import example_ids, id_source, make_source, run_workers
+from tests.test_main import run_main
+from trainer import input_pipeline
+from trainer import train
+from trainer.config import Config
+from trainer.errors import UserError
+
+
+def _strategy(replicas, mirrored):
+  return mirrored if replicas == 2 else tf.distribute.get_strategy()
+
+
+def _assert_same(first, second):
+  assert len(first) == len(second)
+  for step, (a, b) in enumerate(zip(first, second)):
+    assert len(a) == len(b)
+    for (images_a, labels_a), (images_b, labels_b) in zip(a, b):
+      np.testing.assert_array_equal(labels_a, labels_b, err_msg=f'step {step}')
+      np.testing.assert_array_equal(images_a, images_b, err_msg=f'step {step}')
+
+
+@pytest.mark.parametrize('augment', ['none', 'flip_shift'])
+@pytest.mark.parametrize('replicas', [1, 2])
+def test_device_draws_exactly_the_host_batches(replicas, augment, mirrored):
+  strategy = _strategy(replicas, mirrored)
+  # 203 examples: shares of 102 and 101 on 2 replicas, 25 steps an epoch, some left over.
+  source = make_source(num_train=203, num_eval=10)
+  settings = dict(global_batch=8, steps_per_epoch=25, seed=7, augment=augment)
+  host = host_batches(strategy, source, 60, **settings)  # Into the third epoch.
+  _assert_same(host, device_batches(strategy, source, 60, **settings))
+  # A resumed run, mid-epoch: the same batches from that step on, from either input.
+  _assert_same(host[37:], device_batches(strategy, source, 23, start_step=37, **settings))
+  if augment != 'none':
+    plain = host_batches(strategy, source, 5, **dict(settings, augment='none'))
+    assert not np.array_equal(plain[0][0][0], host[0][0][0])
+
+
+@pytest.mark.parametrize('replicas', [1, 2])
+def test_device_input_shows_every_example_once_per_epoch(replicas, mirrored):
+  strategy = _strategy(replicas, mirrored)
+  source = id_source(num_train=96, num_eval=10)
+  batches = device_batches(strategy, source, 24, global_batch=8, steps_per_epoch=12, seed=3)
+  epochs, shares = [], []
+  for epoch in (batches[:12], batches[12:]):
+    per_replica = [np.concatenate([example_ids(step[r][0]) for step in epoch])
+                   for r in range(replicas)]
+    assert sorted(np.concatenate(per_replica).tolist()) == list(range(96))
+    shares.append([set(ids.tolist()) for ids in per_replica])
+    epochs.append(np.concatenate([example_ids(part[0]) for step in epoch for part in step]))
+  assert shares[0] == shares[1]  # Each replica draws from its own fixed share.
+  assert not np.array_equal(epochs[0], epochs[1])  # Each epoch has its own order.
+
+
+def test_each_replica_share_is_held_on_its_own_device(mirrored):
+  iterator = input_pipeline.distributed_train_iterator(
+      mirrored, make_source(num_train=64), 8, 8, 0, input_mode='device')
+  data, _ = next(iterator)
+  images = mirrored.experimental_local_results(data)
+  assert [t[0].device.split(':')[-1] for t in images] == ['0', '1']
+  assert [t[0].dtype for t in images] == [tf.uint8] * 2  # 1 byte a pixel, not 4.
+
+
+def _weights_after_training(tmp_path, name, strategy, **overrides):
+  config = Config(model_dir=str(tmp_path / name), batch_size=32, epochs=2, steps_per_loop=5,
+                  augment='flip_shift', deterministic=True, **overrides)
+  outcome = train.train_and_evaluate(config, strategy, make_source(num_train=200))
+  return outcome.trainer.model.get_weights()
+
+
+def test_training_on_either_input_ends_with_the_same_weights(tmp_path, mirrored):
+  host = _weights_after_training(tmp_path, 'host', mirrored)
+  device = _weights_after_training(tmp_path, 'device', mirrored, input='device')
+  for a, b in zip(host, device):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_data_over_the_limit_is_refused_before_training(tmp_path):
+  # 512 examples of 32x32x3 bytes and an int64 label: 1.6 MB.
+  config = Config(model_dir=str(tmp_path), input='device', device_data_max_mb=1)
+  with pytest.raises(UserError, match=r'takes 2 MB per replica .* over '
+                                      r'--device_data_max_mb=1; use --input=host'):
+    train.train_and_evaluate(config, source=make_source(num_train=512))
+  assert not (tmp_path / 'checkpoints').exists()
+
+
+@pytest.mark.slow
+def test_the_command_line_gives_one_line_for_data_over_the_limit(tmp_path, cifar_dir):
+  result, _ = run_main('--input=device', '--device_data_max_mb=100', f'--data_dir={cifar_dir}',
+                       f'--model_dir={tmp_path}')
+  assert result.returncode == 2, result.stderr[-2000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last == ('error: --input=device: cifar10 takes 147 MB per replica (1 replica(s)), '
+                  'over --device_data_max_mb=100; use --input=host (batches made on the host), '
+                  'or raise --device_data_max_mb if the device has room')
+  assert 'Traceback' not in result.stderr
+
+
+@pytest.mark.slow
+def test_two_workers_draw_the_host_batches_from_their_own_shares(tmp_path):
+  run_workers(lambda index: ['tests.input_worker_child', str(tmp_path / f'w{index}.json')])
+  workers = [json.loads((tmp_path / f'w{index}.json').read_text()) for index in range(2)]
+  for worker in workers:
+    assert worker['replicas'] == 2 and worker['host'] == worker['device']
+    assert worker['host_flip_shift'] == worker['device_flip_shift']
+  # 64 examples, global batch 8: 8 steps an epoch, 4 examples per replica per step.
+  for epoch in range(2):
+    seen = collections.Counter()
+    for worker in workers:
+      for step in worker['device'][epoch * 8:(epoch + 1) * 8]:
+        seen.update(step['ids'])
+    assert sorted(seen) == list(range(64)) and set(seen.values()) == {1}
+  shares = [{i for step in worker['device'] for i in step['ids']} for worker in workers]
+  assert not shares[0] & shares[1]
