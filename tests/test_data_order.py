@@ -28,17 +28,17 @@ def test_mix_is_the_documented_hash_and_spreads_neighbours():
 
 
 @pytest.mark.parametrize('size,capacity', [(10, 10), (101, 102), (1000, 1000)])
-def test_permutation_covers_the_share_and_leaves_padding_last(size, capacity):
-  permutation = data_order.epoch_permutation(size, capacity, seed=3, epoch=0, replica=1).numpy()
+def test_permutation_covers_the_shard_and_leaves_padding_last(size, capacity):
+  permutation = data_order.epoch_permutation(size, capacity, seed=3, epoch=0, worker=1).numpy()
   assert sorted(permutation[:size]) == list(range(size))
   assert sorted(permutation[size:]) == list(range(size, capacity))
 
 
-def test_permutations_differ_by_seed_epoch_and_replica_but_not_by_compiler():
-  def order(seed=0, epoch=0, replica=0):
-    return data_order.epoch_permutation(500, 500, seed, epoch, replica).numpy()
+def test_permutations_differ_by_seed_epoch_and_worker_but_not_by_compiler():
+  def order(seed=0, epoch=0, worker=0):
+    return data_order.epoch_permutation(500, 500, seed, epoch, worker).numpy()
   base = order()
-  for other in (order(seed=1), order(epoch=1), order(replica=1)):
+  for other in (order(seed=1), order(epoch=1), order(worker=1)):
     assert not np.array_equal(base, other)
   np.testing.assert_array_equal(base, order())
   # XLA, as on a TPU or with --jit_compile, must find the same order.
@@ -47,9 +47,9 @@ def test_permutations_differ_by_seed_epoch_and_replica_but_not_by_compiler():
   np.testing.assert_array_equal(base, compiled().numpy())
 
 
-def _reference_augment(images, seed, step, replica, shift):
+def _reference_augment(images, seed, step, worker, shift):
   """Flip, then shift with zero fill, per image, from the documented random bits."""
-  key = int(data_order.derive_key(seed, 2, step, replica).numpy())
+  key = int(data_order.derive_key(seed, 2, step, worker).numpy())
   out = []
   for index, image in enumerate(images):
     bits = int(_mix(index ^ key))

@@ -33,7 +33,7 @@ def _assert_same(first, second):
 @pytest.mark.parametrize('replicas', [1, 2])
 def test_device_draws_exactly_the_host_batches(replicas, augment, mirrored):
   strategy = _strategy(replicas, mirrored)
-  # 203 examples: shares of 102 and 101 on 2 replicas, 25 steps an epoch, some left over.
+  # 203 examples: 25 steps an epoch, some left over.
   source = make_source(num_train=203, num_eval=10)
   settings = dict(global_batch=8, steps_per_epoch=25, seed=7, augment=augment)
   host = host_batches(strategy, source, 60, **settings)  # Into the third epoch.
@@ -50,24 +50,31 @@ def test_device_input_shows_every_example_once_per_epoch(replicas, mirrored):
   strategy = _strategy(replicas, mirrored)
   source = id_source(num_train=96, num_eval=10)
   batches = device_batches(strategy, source, 24, global_batch=8, steps_per_epoch=12, seed=3)
-  epochs, shares = [], []
-  for epoch in (batches[:12], batches[12:]):
-    per_replica = [np.concatenate([example_ids(step[r][0]) for step in epoch])
-                   for r in range(replicas)]
-    assert sorted(np.concatenate(per_replica).tolist()) == list(range(96))
-    shares.append([set(ids.tolist()) for ids in per_replica])
-    epochs.append(np.concatenate([example_ids(part[0]) for step in epoch for part in step]))
-  assert shares[0] == shares[1]  # Each replica draws from its own fixed share.
+  epochs = [np.concatenate([example_ids(part[0]) for step in epoch for part in step])
+            for epoch in (batches[:12], batches[12:])]
+  for ids in epochs:
+    assert sorted(ids.tolist()) == list(range(96))
   assert not np.array_equal(epochs[0], epochs[1])  # Each epoch has its own order.
 
 
-def test_each_replica_share_is_held_on_its_own_device(mirrored):
+def test_the_replicas_of_a_worker_split_its_batches_so_their_number_changes_nothing(mirrored):
+  """One device or two: the same global batches, so a run can resume on either."""
+  source = make_source(num_train=203, num_eval=10)
+  settings = dict(global_batch=8, steps_per_epoch=25, seed=7, augment='flip_shift')
+  one = device_batches(tf.distribute.get_strategy(), source, 30, **settings)
+  two = device_batches(mirrored, source, 30, **settings)
+  for single, (first, second) in zip(one, two):
+    np.testing.assert_array_equal(single[0][0], np.concatenate([first[0], second[0]]))
+    np.testing.assert_array_equal(single[0][1], np.concatenate([first[1], second[1]]))
+
+
+def test_each_device_holds_the_data_as_uint8(mirrored):
   iterator = input_pipeline.distributed_train_iterator(
       mirrored, make_source(num_train=64), 8, 8, 0, input_mode='device')
   data, _ = next(iterator)
-  images = mirrored.experimental_local_results(data)
-  assert [t[0].device.split(':')[-1] for t in images] == ['0', '1']
-  assert [t[0].dtype for t in images] == [tf.uint8] * 2  # 1 byte a pixel, not 4.
+  images = [local[0] for local in mirrored.experimental_local_results(data)]
+  assert [t.device.split(':')[-1] for t in images] == ['0', '1']
+  assert [(t.dtype, t.shape[0]) for t in images] == [(tf.uint8, 64)] * 2  # 1 byte a pixel.
 
 
 def _checkpoint_after(tmp_path, cifar_dir, input_mode):
@@ -96,7 +103,7 @@ def test_training_on_either_input_ends_with_the_same_weights(tmp_path, cifar_dir
 def test_data_over_the_limit_is_refused_before_training(tmp_path):
   # 512 examples of 32x32x3 bytes and an int64 label: 1.6 MB.
   config = Config(model_dir=str(tmp_path), input='device', device_data_max_mb=1)
-  with pytest.raises(UserError, match=r'takes 2 MB per replica .* over '
+  with pytest.raises(UserError, match=r'takes 2 MB on each device .* over '
                                       r'--device_data_max_mb=1; use --input=host'):
     train.train_and_evaluate(config, source=make_source(num_train=512))
   assert not (tmp_path / 'checkpoints').exists()
@@ -108,14 +115,14 @@ def test_the_command_line_gives_one_line_for_data_over_the_limit(tmp_path, cifar
                        f'--model_dir={tmp_path}')
   assert result.returncode == 2, result.stderr[-2000:]
   last = result.stderr.strip().splitlines()[-1]
-  assert last == ('error: --input=device: cifar10 takes 147 MB per replica (1 replica(s)), '
+  assert last == ('error: --input=device: cifar10 takes 147 MB on each device (1 worker(s)), '
                   'over --device_data_max_mb=100; use --input=host (batches made on the host), '
                   'or raise --device_data_max_mb if the device has room')
   assert 'Traceback' not in result.stderr
 
 
 @pytest.mark.slow
-def test_two_workers_draw_the_host_batches_from_their_own_shares(tmp_path):
+def test_two_workers_draw_the_host_batches_from_their_own_shards(tmp_path):
   run_workers(lambda index: ['tests.input_worker_child', str(tmp_path / f'w{index}.json')])
   workers = [json.loads((tmp_path / f'w{index}.json').read_text()) for index in range(2)]
   for worker in workers:
@@ -128,5 +135,5 @@ def test_two_workers_draw_the_host_batches_from_their_own_shares(tmp_path):
       for step in worker['device'][epoch * 8:(epoch + 1) * 8]:
         seen.update(step['ids'])
     assert sorted(seen) == list(range(64)) and set(seen.values()) == {1}
-  shares = [{i for step in worker['device'] for i in step['ids']} for worker in workers]
-  assert not shares[0] & shares[1]
+  shards = [{i for step in worker['device'] for i in step['ids']} for worker in workers]
+  assert not shards[0] & shards[1]

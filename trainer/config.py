@@ -44,8 +44,8 @@ class Config:
   cache: bool = True  # Hold the raw uint8 training examples in memory (needed by input=device).
   # Where training batches are made: 'host' (tf.data) or 'device' (trainer/device_input.py).
   input: str = 'host'
-  # input=device: the most one replica's share may take. Room for CIFAR-10 at any replica
-  # count, and a quarter of the smallest accelerator in reach (a TPU v2 core: 8 GiB).
+  # input=device: the most the training data may take on each device. Room for CIFAR-10
+  # (147 MB), and a quarter of the smallest accelerator in reach (a TPU v2 core: 8 GiB).
   device_data_max_mb: int = 2048
   input_threads: int = 0  # A private tf.data thread pool of this size; 0: the shared one.
   mixed_precision: str = 'none'

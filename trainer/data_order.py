@@ -1,20 +1,23 @@
 """Which training examples each step sees, and how they are augmented.
 
-Pure functions of (seed, step, replica), written in integer TensorFlow ops that every
-device and XLA run alike: the host pipeline (tf.data, trainer/input_pipeline.py) and the
+Pure functions of (seed, step, worker), written in integer TensorFlow ops that every
+device and XLA run alike: the host pipeline (tf.data, trainer/host_input.py) and the
 device-resident input (trainer/device_input.py) call the same functions and so produce the
 same batches, and a resumed run sees exactly the batches an uninterrupted one would.
 
-The order: each replica owns a fixed share of the training split (`share_bounds`). Epoch e
-visits replica r's share in the order of a permutation drawn from (seed, e, r); step s of
-the epoch takes the s-th run of `per_replica` indices of it. No shuffle buffer: the whole
-share is shuffled, and only the permutation (4 bytes an example) is recomputed per epoch.
+The order: each worker owns a fixed shard of the training split. Epoch e visits worker w's
+shard in the order of a permutation drawn from (seed, e, w); step s of the epoch takes the
+s-th run of `worker_batch` indices of it, and the worker's replicas split that run in
+order. So the number of replicas on a worker (1 GPU or 8, or a CPU split in two) changes
+nothing but speed: a run can resume on another number of local devices and continue with
+the same batches. No shuffle buffer: the whole shard is shuffled, and only the permutation
+(4 bytes an example) is recomputed each epoch.
 """
 
 import tensorflow as tf
 
 _MASK32 = 0xFFFFFFFF
-# Streams of random numbers that must not coincide for the same (seed, step, replica).
+# Streams of random numbers that must not coincide for the same (seed, step, worker).
 _PERMUTATION, _AUGMENTATION = 1, 2
 MAX_SHIFT = 4  # Pixels; the standard CIFAR augmentation pads by 4 and crops back.
 _INVERSE_255 = 1.0 / 255.0
@@ -40,21 +43,14 @@ def derive_key(seed, *parts):
   return key
 
 
-def share_bounds(num_examples: int, num_replicas: int, replica: int):
-  """(start, size) of `replica`'s share: contiguous, sizes differing by at most one, the
-  same split as tfds.even_splits."""
-  start = num_examples * replica // num_replicas
-  return start, num_examples * (replica + 1) // num_replicas - start
-
-
-def epoch_permutation(size, capacity: int, seed, epoch, replica):
+def epoch_permutation(size, capacity: int, seed, epoch, worker):
   """int32 [capacity]: its first `size` entries are a permutation of range(size), drawn from
-  (seed, epoch, replica); the rest (padding, for shares smaller than `capacity`) follow.
+  (seed, epoch, worker); the rest (padding, for shards smaller than `capacity`) follow.
 
-  `size` may be a tensor: under TPUStrategy every replica runs one program, so shares are
-  padded to one shape and each replica's true size is data.
+  `size` may be a tensor: every worker's shard is padded to one shape (on a TPU every core
+  runs one program), and its true size is data.
   """
-  key = derive_key(seed, _PERMUTATION, epoch, replica)
+  key = derive_key(seed, _PERMUTATION, epoch, worker)
   positions = tf.range(capacity, dtype=tf.int64)
   # Distinct positions get distinct sort keys (mix is a bijection), so the order is unique
   # and any sort on any device finds the same one. Shifted into int32's range, order kept.
@@ -63,21 +59,17 @@ def epoch_permutation(size, capacity: int, seed, epoch, replica):
   return tf.argsort(keys, direction='DESCENDING', stable=True)
 
 
-def step_indices(permutation, step_in_epoch, per_replica: int):
-  """The `per_replica` example indices (int32) of one step of an epoch."""
-  start = tf.cast(step_in_epoch, tf.int32) * per_replica
-  return tf.slice(permutation, [start], [per_replica])
-
-
-def augment(images, seed, step, replica, shift: bool):
+def augment(images, seed, step, worker, shift: bool, first_position=0):
   """A random horizontal flip and, if `shift`, a shift of up to MAX_SHIFT pixels with zero
-  fill, for each uint8 image of a [N, H, W, C] batch; drawn from (seed, step, replica).
+  fill, for each image of a [N, H, W, C] batch; drawn from (seed, step, worker) and each
+  image's position in the worker's batch (`first_position` for the first one here).
 
   Vectorised over the batch with gathers, which XLA compiles on any device. (On CPU a
   broadcast select of mirrored images costs three times these gathers.)"""
   count, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
-  key = derive_key(seed, _AUGMENTATION, step, replica)
-  bits = mix(tf.bitwise.bitwise_xor(tf.range(count, dtype=tf.int64), key))
+  key = derive_key(seed, _AUGMENTATION, step, worker)
+  positions = tf.cast(first_position, tf.int64) + tf.range(count, dtype=tf.int64)
+  bits = mix(tf.bitwise.bitwise_xor(positions, key))
   flip = tf.equal(tf.bitwise.bitwise_and(bits, 1), 1)
   if not shift:
     both = tf.concat([images, tf.reverse(images, axis=[2])], axis=0)
@@ -102,12 +94,17 @@ def scale(images):
   return tf.cast(images, tf.float32) * _INVERSE_255
 
 
-def replica_batch(images, labels, permutation, step, steps_per_epoch: int, per_replica: int,
-                  seed, replica, augmentation: str):
-  """One replica's batch of step `step`: gathered from its share's uint8 arrays by the
-  epoch's permutation, augmented, scaled. Returns (float32 images, labels)."""
-  indices = step_indices(permutation, step % steps_per_epoch, per_replica)
+def replica_batch(images, labels, permutation, step, steps_per_epoch: int,
+                  per_replica: int, local_replica, local_replicas: int, seed, worker,
+                  augmentation: str):
+  """Replica `local_replica`'s batch of step `step`: its part of the worker's batch,
+  gathered from the worker's shard (arrays) by the epoch's permutation, augmented, scaled.
+  Returns (float32 images, labels)."""
+  first = (tf.cast(step % steps_per_epoch, tf.int32) * local_replicas +
+           tf.cast(local_replica, tf.int32)) * per_replica
+  indices = tf.slice(permutation, [first], [per_replica])
   batch = tf.gather(images, indices)
   if augmentation != 'none':
-    batch = augment(batch, seed, step, replica, shift=augmentation == 'flip_shift')
+    batch = augment(batch, seed, step, worker, augmentation == 'flip_shift',
+                    first_position=tf.cast(local_replica, tf.int64) * per_replica)
   return scale(batch), tf.gather(labels, indices)

@@ -1,10 +1,11 @@
 """`--input=device`: the training data held in accelerator memory, batches drawn there.
 
-Each replica's share of the training split goes to its device once, as uint8 (CIFAR-10:
-150 MB in all). The compiled training loop then draws every batch on the device: the
-epoch's permutation (recomputed once an epoch), one gather, augmentation and scaling, all in
-the same replica function as the training step. Per step the host sends nothing but the
-loop's scalar step count, and no tf.data thread competes with the step for the host's cores.
+Every device of a worker holds that worker's shard of the training split, put there once
+(CIFAR-10: 147 MB of uint8 on one machine). The compiled training loop then draws every
+batch on the device: the epoch's permutation (recomputed once an epoch), one gather,
+augmentation and scaling, all in the same replica function as the training step. Per step
+the host sends nothing but the step count, and no tf.data thread competes with the step
+for the host's cores.
 
 Batches are those of the host pipeline for the same (seed, step) (trainer/data_order.py),
 so resuming, the data order and the accuracy do not depend on which input a run uses.
@@ -15,7 +16,7 @@ from absl import logging
 import tensorflow as tf
 
 from trainer import data_order
-from trainer import shares as shares_lib
+from trainer import shards as shards_lib
 from trainer import strategy as strategy_lib
 from trainer.config import Config
 from trainer.errors import UserError
@@ -23,13 +24,13 @@ from trainer.errors import UserError
 DEFAULT_MAX_MB = Config.device_data_max_mb
 
 
-def check_fits(info, num_replicas: int, max_mb: int) -> int:
-  """Bytes of one replica's share; raises UserError if over `max_mb`."""
-  needed = shares_lib.bytes_per_replica(info, num_replicas)
+def check_fits(source, num_workers: int, max_mb: int) -> int:
+  """Bytes of the training data on each device; raises UserError if over `max_mb`."""
+  needed = shards_lib.shard_bytes(source, num_workers)
   if needed > max_mb * 2**20:
     raise UserError(
-        f'--input=device: {info.name} takes {needed / 2**20:.0f} MB per replica '
-        f'({num_replicas} replica(s)), over --device_data_max_mb={max_mb}; use --input=host '
+        f'--input=device: {source.info.name} takes {needed / 2**20:.0f} MB on each device '
+        f'({num_workers} worker(s)), over --device_data_max_mb={max_mb}; use --input=host '
         '(batches made on the host), or raise --device_data_max_mb if the device has room')
   return needed
 
@@ -45,39 +46,37 @@ class DeviceInput:
   def __init__(self, strategy, source, global_batch: int, steps_per_epoch: int, seed: int,
                start_step: int = 0, augment: str = 'none',
                max_mb: int = DEFAULT_MAX_MB):
-    info = source.info
-    replicas = strategy.num_replicas_in_sync
-    per_worker = replicas // strategy_lib.num_workers(strategy)
-    needed = check_fits(info, replicas, max_mb)
-    self._per_replica = global_batch // replicas
+    workers = strategy_lib.num_workers(strategy)
+    needed = check_fits(source, workers, max_mb)
+    self._per_replica = global_batch // strategy.num_replicas_in_sync
+    self._local_replicas = strategy.num_replicas_in_sync // workers
     self._steps_per_epoch = steps_per_epoch
     self._seed = seed
     self._augment = augment
-    self._capacity = shares_lib.capacity(info.num_train_examples, replicas)
+    self._capacity = shards_lib.capacity(source.info.num_train_examples, workers)
+    shard = shards_lib.load_shard(source, strategy_lib.worker_index(strategy), workers)
     devices = strategy_lib.replica_devices(strategy)
-    first = strategy_lib.worker_index(strategy) * per_worker
-    on_device = {}
+    on_device = []
     for local, device in enumerate(devices):
-      share = shares_lib.load_share(source, first + local, replicas)
       with tf.device(device):
-        on_device[share.replica] = (tf.identity(share.images), tf.identity(share.labels),
-                                    tf.constant(share.size, tf.int64),
-                                    tf.constant(share.replica, tf.int64))
-      del share  # The host copy goes once the device holds it.
+        on_device.append((tf.identity(shard.images), tf.identity(shard.labels),
+                          tf.constant(shard.size, tf.int64), tf.constant(local, tf.int64),
+                          tf.constant(shard.worker, tf.int64)))
+    first = strategy_lib.worker_index(strategy) * self._local_replicas
     self._data = strategy.experimental_distribute_values_from_function(
-        lambda context: on_device[context.replica_id_in_sync_group])
+        lambda context: on_device[context.replica_id_in_sync_group - first])
     with strategy.scope():
       self._step = tf.Variable(start_step, dtype=tf.int64, trainable=False, name='input_step',
                                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-      # Each replica's permutation of its own share, and the epoch it is for.
+      # Each replica's copy of the epoch's permutation, and the epoch it is for.
       on_read = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
                      aggregation=tf.VariableAggregation.NONE)
       self._permutation = tf.Variable(tf.zeros([self._capacity], tf.int32),
                                       name='input_permutation', **on_read)
       self._permutation_epoch = tf.Variable(tf.constant(-1, tf.int64),
                                             name='input_permutation_epoch', **on_read)
-    logging.info('--input=device: %d training examples in %d share(s) of %.0f MB on %s',
-                 info.num_train_examples, len(devices), needed / 2**20, ', '.join(devices))
+    logging.info('--input=device: %d training examples (%.0f MB) on each of %s',
+                 shard.size, needed / 2**20, ', '.join(devices))
 
   def __iter__(self):
     return self
@@ -91,17 +90,18 @@ class DeviceInput:
   get_next = __next__
 
   def replica_batch(self, data, step):
-    images, labels, size, replica = data
+    images, labels, size, local_replica, worker = data
     epoch = step // self._steps_per_epoch
 
     def new_permutation():
       permutation = data_order.epoch_permutation(size, self._capacity, self._seed, epoch,
-                                                 replica)
+                                                 worker)
       with tf.control_dependencies([self._permutation.assign(permutation),
                                     self._permutation_epoch.assign(epoch)]):
         return tf.identity(permutation)
 
     permutation = tf.cond(tf.equal(self._permutation_epoch.read_value(), epoch),
                           self._permutation.read_value, new_permutation)
-    return data_order.replica_batch(images, labels, permutation, step, self._steps_per_epoch,
-                                    self._per_replica, self._seed, replica, self._augment)
+    return data_order.replica_batch(
+        images, labels, permutation, step, self._steps_per_epoch, self._per_replica,
+        local_replica, self._local_replicas, self._seed, worker, self._augment)

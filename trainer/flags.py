@@ -45,8 +45,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   define('string', 'input', f'Where training batches are made: {", ".join(INPUTS)}. host: '
          'tf.data on the host CPU; device: the training data is held in each accelerator\'s '
          'memory and batches are drawn there (same batches, no host work per step).')
-  define('integer', 'device_data_max_mb', 'With --input=device: the most device memory (MB) '
-         'one replica\'s share of the training data may take; over it is an error.')
+  define('integer', 'device_data_max_mb', 'With --input=device: the most memory (MB) the '
+         'training data may take on each device (all of it on one machine; a worker\'s shard '
+         'on several); over it is an error.')
   define('bool', 'cache', 'Hold the raw (uint8) training examples in memory and shuffle by '
          'permutation; --nocache streams them through --shuffle_buffer, for data sets larger '
          'than memory.')

@@ -16,7 +16,7 @@ import tensorflow as tf
 from trainer import data_order
 from trainer import device_input
 from trainer import host_input
-from trainer import shares
+from trainer import shards
 from trainer.errors import UserError, first_line
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -228,8 +228,8 @@ def train_dataset(source: Source, context: tf.distribute.InputContext, global_ba
   """Endless per-replica training batches from step `start_step` on, for one input
   pipeline: step s's batch for each of its local replicas in turn, then step s + 1's.
 
-  With `cache` (the default) the pipeline holds its replicas' shares in memory and each
-  batch is a function of (seed, step, replica) alone (trainer/host_input.py), the same
+  With `cache` (the default) the pipeline holds its worker's shard in memory and each
+  batch is a function of (seed, step, worker) alone (trainer/host_input.py), the same
   batches --input=device draws. Without, for data larger than memory, examples stream
   through a shuffle buffer of `shuffle_buffer`, still in an order fixed by (seed, epoch).
   Either way a resumed run at `start_step` sees exactly the batches an uninterrupted one
@@ -237,15 +237,12 @@ def train_dataset(source: Source, context: tf.distribute.InputContext, global_ba
   """
   per_replica = context.get_per_replica_batch_size(global_batch)
   local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
-  first_replica = context.input_pipeline_id * local_replicas
+  worker, workers = context.input_pipeline_id, context.num_input_pipelines
   if cache:
-    local_shares = [shares.load_share(source, first_replica + local,
-                                      context.num_replicas_in_sync)
-                    for local in range(local_replicas)]
     ds = host_input.train_dataset(
-        local_shares, shares.capacity(source.info.num_train_examples,
-                                      context.num_replicas_in_sync),
-        per_replica, steps_per_epoch, seed, start_step, augment)
+        shards.load_shard(source, worker, workers),
+        shards.capacity(source.info.num_train_examples, workers), per_replica, local_replicas,
+        steps_per_epoch, seed, start_step, augment)
     return ds.with_options(_options(threads, captures_arrays=True))
   ds = _streaming_batches(source, context, per_replica, local_replicas, steps_per_epoch, seed,
                           start_step, shuffle_buffer)
@@ -253,8 +250,9 @@ def train_dataset(source: Source, context: tf.distribute.InputContext, global_ba
     def augmented(position, batch):
       images, labels = batch
       step = start_step + position // local_replicas
-      replica = first_replica + position % local_replicas
-      return data_order.augment(images, seed, step, replica, augment == 'flip_shift'), labels
+      first = (position % local_replicas) * per_replica
+      return data_order.augment(images, seed, step, worker, augment == 'flip_shift',
+                                first_position=first), labels
     ds = ds.enumerate().map(augmented, num_parallel_calls=AUTOTUNE)
   ds = ds.map(_scale, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
   return ds.with_options(_options(threads))

@@ -183,7 +183,7 @@ class _Run:
     self.plan = make_plan(config, self.info, strategy)
     if config.input == 'device' and not getattr(source, 'device_resident', False):
       # Before the model and the data: a data set that cannot fit stops the run at once.
-      device_input.check_fits(self.info, strategy.num_replicas_in_sync,
+      device_input.check_fits(source, strategy_lib.num_workers(strategy),
                               config.device_data_max_mb)
     self.trainer = _build_trainer(config, strategy, self.info, self.plan)
     self.checkpoints = checkpointing.Checkpoints(
