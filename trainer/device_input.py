@@ -54,7 +54,8 @@ class DeviceInput:
     self._seed = seed
     self._augment = augment
     self._capacity = shards_lib.capacity(source.info.num_train_examples, workers)
-    shard = shards_lib.load_shard(source, strategy_lib.worker_index(strategy), workers)
+    worker = strategy_lib.worker_index(strategy)
+    shard = shards_lib.load_shard(source, worker, workers)
     devices = strategy_lib.replica_devices(strategy)
     on_device = []
     for local, device in enumerate(devices):
@@ -62,7 +63,7 @@ class DeviceInput:
         on_device.append((tf.identity(shard.images), tf.identity(shard.labels),
                           tf.constant(shard.size, tf.int64), tf.constant(local, tf.int64),
                           tf.constant(shard.worker, tf.int64)))
-    first = strategy_lib.worker_index(strategy) * self._local_replicas
+    first = worker * self._local_replicas
     self._data = strategy.experimental_distribute_values_from_function(
         lambda context: on_device[context.replica_id_in_sync_group - first])
     with strategy.scope():

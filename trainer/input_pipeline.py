@@ -244,34 +244,9 @@ def train_dataset(source: Source, context: tf.distribute.InputContext, global_ba
         shards.capacity(source.info.num_train_examples, workers), per_replica, local_replicas,
         steps_per_epoch, seed, start_step, augment)
     return ds.with_options(_options(threads, captures_arrays=True))
-  ds = _streaming_batches(source, context, per_replica, local_replicas, steps_per_epoch, seed,
-                          start_step, shuffle_buffer)
-  if augment != 'none':
-    def augmented(position, batch):
-      images, labels = batch
-      step = start_step + position // local_replicas
-      first = (position % local_replicas) * per_replica
-      return data_order.augment(images, seed, step, worker, augment == 'flip_shift',
-                                first_position=first), labels
-    ds = ds.enumerate().map(augmented, num_parallel_calls=AUTOTUNE)
-  ds = ds.map(_scale, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+  ds = host_input.streaming_dataset(source, worker, workers, per_replica, local_replicas,
+                                   steps_per_epoch, seed, start_step, augment, shuffle_buffer)
   return ds.with_options(_options(threads))
-
-
-def _streaming_batches(source, context, per_replica, local_replicas, steps_per_epoch, seed,
-                       start_step, shuffle_buffer):
-  """uint8 batches through a shuffle buffer, for data sets too large to hold (--nocache)."""
-  examples_per_epoch = steps_per_epoch * per_replica * local_replicas
-  raw = source.read('train', context.input_pipeline_id, context.num_input_pipelines)
-
-  def epoch(index):
-    epoch_seed = seed * 100_003 + index
-    return (raw.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
-            .take(examples_per_epoch).batch(per_replica, drop_remainder=True))
-
-  start_epoch, steps_into_epoch = divmod(start_step, steps_per_epoch)
-  ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch)
-  return ds.skip(steps_into_epoch * local_replicas)
 
 
 def eval_steps(num_examples: int, num_shards: int, global_batch: int) -> int:
