@@ -47,8 +47,8 @@ def epoch_permutation(size, capacity: int, seed, epoch, worker):
   """int32 [capacity]: its first `size` entries are a permutation of range(size), drawn from
   (seed, epoch, worker); the rest (padding, for shards smaller than `capacity`) follow.
 
-  `size` may be a tensor: every worker's shard is padded to one shape (on a TPU every core
-  runs one program), and its true size is data.
+  Every worker's shard is padded to one shape (`capacity`; on a TPU every core runs one
+  program), so the true `size` is passed apart; it may be a tensor.
   """
   key = derive_key(seed, _PERMUTATION, epoch, worker)
   positions = tf.range(capacity, dtype=tf.int64)

@@ -53,16 +53,15 @@ class DeviceInput:
     self._steps_per_epoch = steps_per_epoch
     self._seed = seed
     self._augment = augment
-    self._capacity = shards_lib.capacity(source.info.num_train_examples, workers)
     worker = strategy_lib.worker_index(strategy)
     shard = shards_lib.load_shard(source, worker, workers)
+    self._shard_size, self._worker, self._capacity = shard.size, worker, shard.capacity
     devices = strategy_lib.replica_devices(strategy)
     on_device = []
     for local, device in enumerate(devices):
       with tf.device(device):
         on_device.append((tf.identity(shard.images), tf.identity(shard.labels),
-                          tf.constant(shard.size, tf.int64), tf.constant(local, tf.int64),
-                          tf.constant(shard.worker, tf.int64)))
+                          tf.constant(local, tf.int64)))
     first = worker * self._local_replicas
     self._data = strategy.experimental_distribute_values_from_function(
         lambda context: on_device[context.replica_id_in_sync_group - first])
@@ -91,12 +90,12 @@ class DeviceInput:
   get_next = __next__
 
   def replica_batch(self, data, step):
-    images, labels, size, local_replica, worker = data
+    images, labels, local_replica = data
     epoch = step // self._steps_per_epoch
 
     def new_permutation():
-      permutation = data_order.epoch_permutation(size, self._capacity, self._seed, epoch,
-                                                 worker)
+      permutation = data_order.epoch_permutation(self._shard_size, self._capacity, self._seed,
+                                                 epoch, self._worker)
       with tf.control_dependencies([self._permutation.assign(permutation),
                                     self._permutation_epoch.assign(epoch)]):
         return tf.identity(permutation)
@@ -105,4 +104,4 @@ class DeviceInput:
                           self._permutation.read_value, new_permutation)
     return data_order.replica_batch(
         images, labels, permutation, step, self._steps_per_epoch, self._per_replica,
-        local_replica, self._local_replicas, self._seed, worker, self._augment)
+        local_replica, self._local_replicas, self._seed, self._worker, self._augment)

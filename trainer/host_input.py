@@ -17,15 +17,15 @@ from trainer import shards as shards_lib
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def train_dataset(shard: shards_lib.Shard, capacity: int, per_replica: int,
-                  local_replicas: int, steps_per_epoch: int, seed: int, start_step: int = 0,
+def train_dataset(shard: shards_lib.Shard, per_replica: int, local_replicas: int, steps_per_epoch: int, seed: int, start_step: int = 0,
                   augment: str = 'none') -> tf.data.Dataset:
   """Endless per-replica batches (float32 images, labels) from step `start_step` on:
   step s's batch of local replica 0, of local replica 1, ..., then step s + 1's."""
   start_epoch, steps_into_epoch = divmod(start_step, steps_per_epoch)
 
   def epoch(index):
-    permutation = data_order.epoch_permutation(shard.size, capacity, seed, index, shard.worker)
+    permutation = data_order.epoch_permutation(shard.size, shard.capacity, seed, index,
+                                               shard.worker)
     first = tf.where(index == start_epoch, tf.constant(steps_into_epoch, tf.int64), 0)
 
     def element(position):

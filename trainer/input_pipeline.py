@@ -239,10 +239,8 @@ def train_dataset(source: Source, context: tf.distribute.InputContext, global_ba
   local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
   worker, workers = context.input_pipeline_id, context.num_input_pipelines
   if cache:
-    ds = host_input.train_dataset(
-        shards.load_shard(source, worker, workers),
-        shards.capacity(source.info.num_train_examples, workers), per_replica, local_replicas,
-        steps_per_epoch, seed, start_step, augment)
+    ds = host_input.train_dataset(shards.load_shard(source, worker, workers), per_replica,
+                                  local_replicas, steps_per_epoch, seed, start_step, augment)
     return ds.with_options(_options(threads, captures_arrays=True))
   ds = host_input.streaming_dataset(source, worker, workers, per_replica, local_replicas,
                                    steps_per_epoch, seed, start_step, augment, shuffle_buffer)

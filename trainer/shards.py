@@ -27,6 +27,10 @@ class Shard:
   images: tf.Tensor
   labels: tf.Tensor
 
+  @property
+  def capacity(self) -> int:
+    return int(self.images.shape[0])
+
 
 def capacity(num_examples: int, num_workers: int) -> int:
   """The largest shard's size: shards of one split differ by at most one example."""
