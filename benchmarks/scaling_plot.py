@@ -5,7 +5,7 @@ import math
 
 from PIL import Image, ImageDraw
 
-from trainer import visualize
+from trainer.report import pictures
 
 _SIZE = (900, 560)
 _MARGIN = dict(left=80, right=30, top=50, bottom=120)
@@ -18,7 +18,7 @@ def save(series, reference: float, path: str) -> None:
   """`series`: [(label, rows)], rows as benchmarks.batch_scaling.summarize returns them."""
   image = Image.new('RGB', _SIZE, (255, 255, 255))
   draw = ImageDraw.Draw(image)
-  font, small = visualize.load_font(16), visualize.load_font(13)
+  font, small = pictures.load_font(16), pictures.load_font(13)
   batches = sorted({row['batch_size'] for _, rows in series for row in rows})
   lows = [row['min_accuracy'] for _, rows in series for row in rows] + [reference]
   highs = [row['max_accuracy'] for _, rows in series for row in rows] + [reference]
@@ -61,7 +61,7 @@ def save(series, reference: float, path: str) -> None:
       draw.ellipse([px - 5, py - 5, px + 5, py + 5], fill=colour)
     legend_y = bottom + 58 + 18 * index
     draw.line([(left, legend_y), (left + 30, legend_y)], fill=colour, width=3)
-    draw.text((left + 40, legend_y), visualize.fit_text(label, draw, small, right - left - 40),
+    draw.text((left + 40, legend_y), pictures.fit_text(label, draw, small, right - left - 40),
               fill=_INK, font=small, anchor='lm')
   draw.text((_SIZE[0] / 2, 15), 'CIFAR-10 test accuracy after 5 epochs (median of seeds, '
             'bar: min-max) against global batch size', fill=_INK, font=font, anchor='mt')

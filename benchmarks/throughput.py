@@ -53,8 +53,8 @@ def _peak_rss_mb() -> float:
 def _measure_limit(batch_size, steps):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import keras  # pylint: disable=g-import-not-at-top
-  from trainer import models  # pylint: disable=g-import-not-at-top
-  model = models.create_model((32, 32, 3), 10)
+  from trainer.model import cnn  # pylint: disable=g-import-not-at-top
+  model = cnn.create_model((32, 32, 3), 10)
   optimizer = keras.optimizers.Adam(1e-3)
   optimizer.build(model.trainable_variables)
   images = tf.random.uniform((batch_size, 32, 32, 3))
@@ -105,7 +105,7 @@ def _measure_tutorial(data_dir, batch_size, epochs, smoke):
 def _measure_trainer(data_dir, batch_size, epochs, smoke, mode, extra_flags):
   """(images/s, host CPU seconds per step), both over the steady state."""
   from trainer import flags as trainer_flags  # pylint: disable=g-import-not-at-top
-  from trainer import train  # pylint: disable=g-import-not-at-top
+  from trainer.jobs import train  # pylint: disable=g-import-not-at-top
   trainer_flag_values = flags.FlagValues()  # Apart: --data_dir etc. exist here too.
   trainer_flags.define_flags(trainer_flag_values)
   args = ['trainer', f'--batch_size={batch_size}', f'--epochs={epochs}',

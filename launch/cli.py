@@ -2,7 +2,7 @@
 
 import argparse
 
-from trainer.errors import EXIT_USER_ERROR
+from trainer.core.errors import EXIT_USER_ERROR
 
 
 def parser(prog: str, doc: str, **kwargs) -> argparse.ArgumentParser:

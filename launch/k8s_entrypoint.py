@@ -20,8 +20,8 @@ import sys
 from typing import Mapping
 
 from launch import tf_config
-from trainer import logs
-from trainer.errors import EXIT_USER_ERROR
+from trainer.core.errors import EXIT_USER_ERROR
+from trainer.report import logs
 
 DEFAULT_PORT = 2222
 

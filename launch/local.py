@@ -28,11 +28,11 @@ import uuid
 
 from launch import cli
 from launch import tf_config
-from trainer import logs
-from trainer.errors import EXIT_PEER_LOST, EXIT_PREEMPTED, EXIT_USER_ERROR
+from trainer.core.errors import EXIT_PEER_LOST, EXIT_PREEMPTED, EXIT_USER_ERROR
+from trainer.report import logs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-JOB_ID_VARIABLE = 'TRAINER_JOB_ID'  # trainer/run_lock.py's (which imports TensorFlow).
+JOB_ID_VARIABLE = 'TRAINER_JOB_ID'  # trainer/run_folder/run_lock.py's (which imports TensorFlow).
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
@@ -92,7 +92,7 @@ class Launcher:
     self._num_workers = num_workers
     self._max_restarts = max_restarts
     # One id for every set of workers this launcher starts: a restarted set may take over
-    # the run folder's lease (gs://) that its dead predecessor held (trainer/run_lock.py).
+    # the run folder's lease (gs://) that its dead predecessor held (trainer/run_folder/run_lock.py).
     self._job_id = f'launch.local-{uuid.uuid4().hex}'
     self._trainer_args = list(trainer_args)
     self._grace_seconds = grace_seconds

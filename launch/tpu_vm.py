@@ -21,7 +21,7 @@ import tarfile
 import tempfile
 
 from launch import cli
-from trainer.errors import EXIT_USER_ERROR
+from trainer.core.errors import EXIT_USER_ERROR
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What a TPU host needs to run `python -m trainer.main` from the copy.

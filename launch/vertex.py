@@ -20,7 +20,7 @@ import uuid
 from launch import cli
 from launch.cli import bucket_name
 from launch.local import JOB_ID_VARIABLE
-from trainer.errors import EXIT_USER_ERROR
+from trainer.core.errors import EXIT_USER_ERROR
 
 
 def trainer_args(args) -> list:
@@ -45,7 +45,7 @@ def job_spec(args) -> dict:
                    acceleratorCount=args.accelerator_count)
   # One id per submission, the same on every replica and every restart of this job: a
   # restarted chief may take over the run folder's lease its dead predecessor held
-  # (trainer/run_lock.py), while another job on the same folder may not.
+  # (trainer/run_folder/run_lock.py), while another job on the same folder may not.
   container = {'imageUri': args.image, 'args': trainer_args(args),
                'env': [{'name': JOB_ID_VARIABLE, 'value': f'{args.name}-{uuid.uuid4().hex}'}]}
   pools = [{'machineSpec': machine, 'replicaCount': 1, 'containerSpec': container}]

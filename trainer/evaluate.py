@@ -1,5 +1,5 @@
 """`python -m trainer.evaluate --model_dir=RUN [--checkpoint=latest|best|PATH] [--split=test]
-[--eval_flip] [--watch]`: evaluate a run's checkpoint(s); see trainer/evaluation.py."""
+[--eval_flip] [--watch]`: evaluate a run's checkpoint(s); see trainer/jobs/evaluation.py."""
 
 import os
 import sys
@@ -9,8 +9,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
-from trainer import logs
-from trainer.errors import EXIT_USER_ERROR, UserError
+from trainer.core.errors import EXIT_USER_ERROR, UserError
+from trainer.report import logs
 
 _MODEL_DIR = flags.DEFINE_string('model_dir', None, 'The run folder (what training got as '
                                  '--model_dir): its config.json says what to rebuild.')
@@ -40,7 +40,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logs.setup('absl' if flags.FLAGS.verbosity > 0 else 'text', flags.FLAGS.verbosity)
-  from trainer import evaluation  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  # pylint: disable=g-import-not-at-top  (these import TensorFlow)
+  from trainer.jobs import evaluation
+  from trainer.run_folder import records
   try:
     if not _MODEL_DIR.value:
       raise UserError('--model_dir is required: the folder of the run to evaluate')
@@ -51,7 +53,7 @@ def main(argv):
       config = evaluation.wait_for_run(_MODEL_DIR.value, _WATCH_TIMEOUT.value,
                                        _POLL_SECONDS.value)
     else:
-      config = evaluation.read_run_config(_MODEL_DIR.value)
+      config = records.read_run_config(_MODEL_DIR.value)
     overrides = dict(dataset=_DATASET.value, data_dir=_DATA_DIR.value,
                      eval_flip=_EVAL_FLIP.value, batch_size=_BATCH_SIZE.value)
     config = config.replace(

@@ -2,9 +2,9 @@
 
 from absl import flags
 
-from trainer import logs
-from trainer.config import AUGMENTATIONS, Config, INPUTS, LR_SCALINGS, LR_SCHEDULES, \
+from trainer.core.config import AUGMENTATIONS, Config, INPUTS, LR_SCALINGS, LR_SCHEDULES, \
     MIXED_PRECISION, OPTIMIZERS, STRATEGIES
+from trainer.report import logs
 
 _DEFAULTS = Config()
 

@@ -11,11 +11,11 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 
-from trainer import flags as trainer_flags
-from trainer import logs
-from trainer import run_lock
-from trainer.errors import EXIT_PEER_LOST, EXIT_PREEMPTED, EXIT_USER_ERROR, Preempted, \
+from trainer.core.errors import EXIT_PEER_LOST, EXIT_PREEMPTED, EXIT_USER_ERROR, Preempted, \
     UserError
+from trainer import flags as trainer_flags
+from trainer.report import logs
+from trainer.run_folder import run_lock
 
 trainer_flags.define_flags()
 
@@ -47,14 +47,14 @@ def main(argv):
     config = trainer_flags.config_from_flags(flags.FLAGS)
     if config.model_dir and config.strategy != 'multi_worker':  # Workers share the chief's.
       run_lock.refuse_if_held(config.model_dir)
-    from trainer import train  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
-    from trainer import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+    from trainer.jobs import train  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+    from trainer.core import distribute  # pylint: disable=g-import-not-at-top
     try:
       train.train_and_evaluate(config)
-    except strategy_lib.PEER_FAILURES as e:
+    except distribute.PEER_FAILURES as e:
       if config.strategy != 'multi_worker':
         raise
-      logs.plain_line(f'error: {strategy_lib.peer_failure_message(e)}', 'ERROR')
+      logs.plain_line(f'error: {distribute.peer_failure_message(e)}', 'ERROR')
       sys.exit(EXIT_PEER_LOST)
   except UserError as e:
     logs.plain_line(f'error: {e}', 'ERROR')

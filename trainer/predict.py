@@ -12,7 +12,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
-from trainer.errors import EXIT_USER_ERROR, UserError, first_line, op_reason
+from trainer.core.errors import EXIT_USER_ERROR, UserError, first_line, op_reason
 
 _MODEL = flags.DEFINE_string('model', None, 'SavedModel folder written by training '
                              '(<model_dir>/export).')

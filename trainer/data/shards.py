@@ -11,7 +11,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from trainer.errors import UserError
+from trainer.core.errors import UserError
 
 _READ_CHUNK = 1024  # Examples per copy while loading: bounds the transient memory.
 _ALIGNMENT = 64  # Bytes; TensorFlow's CPU kernels require tensors aligned to this.

@@ -5,9 +5,9 @@ import os
 
 import tensorflow as tf
 
-from trainer import data_order
-from trainer import models
-from trainer import steps
+from trainer.data import order
+from trainer.model import cnn
+from trainer.model import steps
 
 EXPORT_DIR = 'export'
 
@@ -23,9 +23,9 @@ class _Serving(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec((None,) + shape, tf.uint8, name='images')])
     def serve(images):
-      # The same scaling as the training pipeline (input_pipeline._scale).
+      # The same scaling as the training pipeline (data/order.py).
       # The same logits as evaluation, so that serving scores what evaluation reported.
-      logits = steps.eval_logits(self.model, data_order.scale(images), flip)
+      logits = steps.eval_logits(self.model, order.scale(images), flip)
       probabilities = tf.nn.softmax(logits)
       predicted = tf.argmax(probabilities, axis=-1)
       return {
@@ -40,7 +40,7 @@ class _Serving(tf.Module):
 def export_saved_model(model, class_names, export_dir: str, flip: bool = False) -> str:
   """Writes the SavedModel; the weights are copied into a model outside any strategy, so
   exporting needs no collective and works the same after any strategy's training."""
-  plain = models.create_model(model.input_shape[1:], model.output_shape[-1])
+  plain = cnn.create_model(model.input_shape[1:], model.output_shape[-1])
   plain.set_weights(model.get_weights())
   module = _Serving(plain, class_names, flip)
   tmp = export_dir.rstrip('/') + '.tmp'

@@ -10,27 +10,28 @@ from absl import logging
 import keras
 import tensorflow as tf
 
-from trainer import checkpointing
-from trainer import confusion
-from trainer import device_input
-from trainer import export
-from trainer import failed_writes
-from trainer import input_pipeline
-from trainer import input_wait
-from trainer import logs
-from trainer import optimizers
-from trainer import profiling
-from trainer import progress
-from trainer import run_dirs
-from trainer import run_lock
-from trainer import steps
-from trainer import strategy as strategy_lib
-from trainer import summaries
-from trainer.config import Config
-from trainer.errors import UserError
-
-RESULTS_FILE = 'results.json'
-CONFIG_FILE = 'config.json'
+from trainer.core.config import Config
+from trainer.core import distribute
+from trainer.core.errors import UserError
+from trainer.data import device_input
+from trainer.data import pipeline
+from trainer.data import sources
+from trainer.jobs import plan as plan_lib
+from trainer.model import export
+from trainer.model import input_wait
+from trainer.model import metrics
+from trainer.model import optimizers
+from trainer.model import steps
+from trainer.report import logs
+from trainer.report import profiling
+from trainer.report import progress
+from trainer.report import summaries
+from trainer.run_folder import checkpointing
+from trainer.run_folder import failed_writes
+from trainer.run_folder import preemption
+from trainer.run_folder import records
+from trainer.run_folder import run_dirs
+from trainer.run_folder import run_lock
 
 
 @dataclasses.dataclass
@@ -40,62 +41,6 @@ class Outcome:
   trainer: steps.Trainer
   loops: list  # (steps, seconds) of each host call, for throughput measurements.
   loop_cpu_seconds: list  # This process's CPU time (all threads) in each host call.
-
-
-@dataclasses.dataclass
-class Plan:
-  steps_per_epoch: int
-  total_steps: int
-  per_replica_batch: int
-  checkpoint_every_steps: int = 0
-  eval_every_steps: int = 0
-
-  @property
-  def epochs(self) -> int:
-    return -(-self.total_steps // self.steps_per_epoch)
-
-  def epoch_of(self, step: int) -> int:
-    """1-based epoch that step `step` (0-based, not yet run) belongs to."""
-    return step // self.steps_per_epoch + 1
-
-  def is_epoch_end(self, step: int) -> bool:
-    return step % self.steps_per_epoch == 0 or step == self.total_steps
-
-  def is_checkpoint_step(self, step: int) -> bool:
-    every = self.checkpoint_every_steps
-    return self.is_epoch_end(step) or bool(every and step % every == 0)
-
-  def is_eval_step(self, step: int) -> bool:
-    every = self.eval_every_steps
-    return self.is_epoch_end(step) or bool(every and step % every == 0)
-
-  def loop_size(self, step: int, steps_per_loop: int) -> int:
-    """Steps in the next host call: never past an epoch end, an evaluation or a checkpoint."""
-    periods = (self.steps_per_epoch, self.checkpoint_every_steps, self.eval_every_steps)
-    return min([steps_per_loop, self.total_steps - step] +
-               [every - step % every for every in periods if every])
-
-
-def make_plan(config: Config, info, strategy) -> Plan:
-  per_replica = strategy_lib.per_replica_batch_size(config.batch_size, strategy)
-  steps_per_epoch = info.num_train_examples // config.batch_size
-  if steps_per_epoch == 0:
-    raise UserError(f'--batch_size={config.batch_size} is larger than the '
-                    f'{info.num_train_examples} training examples of {info.name}')
-  total = config.train_steps or config.epochs * steps_per_epoch
-  return Plan(steps_per_epoch=steps_per_epoch, total_steps=total, per_replica_batch=per_replica,
-              checkpoint_every_steps=config.checkpoint_every_steps,
-              eval_every_steps=config.eval_every_steps)
-
-
-def evaluate(trainer: steps.Trainer, eval_dataset, eval_steps: int):
-  """(loss, accuracy, examples) of the weights that are reported: the averaged ones under
-  --ema_decay, with --eval_flip's mirror views if set."""
-  trainer.eval_sums.reset()
-  trainer.eval_confusion.reset()
-  with trainer.averaged_weights():
-    trainer.eval_loop(iter(eval_dataset), tf.constant(eval_steps))
-  return trainer.eval_sums.result()
 
 
 def _steady_rate(loops, batch_size):
@@ -126,15 +71,15 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
                           multi_worker=config.strategy == 'multi_worker')
   run_dirs.prepare(dirs, config.export_dir)  # Before data or model: a bad folder fails fast.
   if strategy is None:
-    strategy = strategy_lib.create_strategy(config.strategy, config.num_cpu_devices, config.tpu)
-  logs.set_worker(strategy_lib.task_label(strategy))
-  lock = run_lock.acquire(dirs.model_dir, chief=strategy_lib.is_chief(strategy))
+    strategy = distribute.create_strategy(config.strategy, config.num_cpu_devices, config.tpu)
+  logs.set_worker(distribute.task_label(strategy))
+  lock = run_lock.acquire(dirs.model_dir, chief=distribute.is_chief(strategy))
   try:
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
       tf.config.experimental.enable_op_determinism()
     if source is None:
-      source = input_pipeline.source_for(config)
+      source = pipeline.source_for(config)
     run = _Run(config, strategy, source, dirs, lock)
     try:
       return run.train()
@@ -159,16 +104,6 @@ def _hparams(config: Config, strategy) -> dict:
   return dict(values, replicas=strategy.num_replicas_in_sync)
 
 
-def _build_trainer(config: Config, strategy, info, plan: Plan) -> steps.Trainer:
-  previous_policy = keras.mixed_precision.global_policy()
-  keras.mixed_precision.set_global_policy(
-      'float32' if config.mixed_precision == 'none' else config.mixed_precision)
-  try:
-    return steps.Trainer(config, strategy, info, plan.total_steps, plan.steps_per_epoch)
-  finally:  # The policy is global state: leave it as it was for the caller.
-    keras.mixed_precision.set_global_policy(previous_policy)
-
-
 class _Run:
   """One run: the trainer and what it records (checkpoints, summaries, profile, log)."""
 
@@ -179,17 +114,18 @@ class _Run:
     self.dirs = dirs
     self.info = source.info
     self.model_dir = dirs.model_dir
-    self.chief = strategy_lib.is_chief(strategy)
-    self.plan = make_plan(config, self.info, strategy)
+    self.chief = distribute.is_chief(strategy)
+    self.plan = plan_lib.make_plan(config, self.info, strategy)
     if config.input == 'device' and not getattr(source, 'device_resident', False):
       # Before the model and the data: a data set that cannot fit stops the run at once.
-      device_input.check_fits(source, strategy_lib.num_workers(strategy),
+      device_input.check_fits(source, distribute.num_workers(strategy),
                               config.device_data_max_mb)
-    self.trainer = _build_trainer(config, strategy, self.info, self.plan)
+    self.trainer = steps.build_trainer(config, strategy, self.info, self.plan.total_steps,
+                                       self.plan.steps_per_epoch)
     self.checkpoints = checkpointing.Checkpoints(
         dirs.checkpoint_dir, self.trainer.model, self.trainer.optimizer,
         self.trainer.global_step, strategy, config.keep_checkpoints, _signature(self.info, config))
-    self.watcher = checkpointing.PreemptionWatcher(strategy, self.checkpoints)
+    self.watcher = preemption.PreemptionWatcher(strategy, self.checkpoints)
     self.summaries = summaries.RunSummaries(dirs.tensorboard_dir, enabled=self.chief)
     self.profile = profiling.ProfileWindow(config.profile_window, self.summaries.train_dir,
                                            enabled=self.chief,
@@ -214,12 +150,12 @@ class _Run:
     resumed = self.checkpoints.restore()
     self._announce(resumed)
     config, plan, trainer = self.config, self.plan, self.trainer
-    train_iterator = input_pipeline.distributed_train_iterator(
+    train_iterator = pipeline.distributed_train_iterator(
         self.strategy, self.source, config.batch_size, plan.steps_per_epoch, config.seed,
         start_step=trainer.step, augment=config.augment, cache=config.cache,
         threads=config.input_threads, shuffle_buffer=config.shuffle_buffer,
         input_mode=config.input, device_data_max_mb=config.device_data_max_mb)
-    eval_data, eval_steps = input_pipeline.distributed_eval_dataset(
+    eval_data, eval_steps = pipeline.distributed_eval_dataset(
         self.strategy, self.source, config.batch_size, cache=config.cache,
         threads=config.input_threads)
     self.start = time.time()
@@ -235,22 +171,21 @@ class _Run:
         with self._writing(f'the checkpoint of step {step}', self.checkpoints.directory):
           self.checkpoints.save(step)
     if eval_result is None:  # Nothing left to train: report on the model as it is.
-      eval_result = evaluate(trainer, eval_data, eval_steps)
+      eval_result = trainer.evaluate(eval_data, eval_steps)
     return self._finish(eval_result)
 
   def _announce(self, resumed):
     config, info, plan = self.config, self.info, self.plan
     if self.chief:
       tf.io.gfile.makedirs(self.model_dir)
-      checkpointing.write_json(os.path.join(self.model_dir, CONFIG_FILE), dict(
-          dataclasses.asdict(config), scaled_learning_rate=config.scaled_learning_rate))
+      records.write_config(self.model_dir, config)
       self.trainer.model.summary(print_fn=lambda line, *_: logging.info('%s', line))
       self.summaries.hparams(_hparams(config, self.strategy), trial_id=self.model_dir)
-      images, labels = input_pipeline.first_examples(self.source, 25)
+      images, labels = sources.first_examples(self.source, 25)
       self.summaries.training_images(images, labels, info.class_names, step=self.trainer.step)
     logging.info('%s | global batch %d, per-replica batch %d | %d steps/epoch, %d steps in all '
                  '| data %s (%d train / %d eval examples) | run folder %s',
-                 strategy_lib.describe(self.strategy), config.batch_size,
+                 distribute.describe(self.strategy), config.batch_size,
                  plan.per_replica_batch, plan.steps_per_epoch, plan.total_steps, info.name,
                  info.num_train_examples, info.num_eval_examples, self.model_dir)
     logging.info('optimizer %s', optimizers.describe(config))
@@ -290,7 +225,7 @@ class _Run:
 
   def _evaluate(self, step, eval_data, eval_steps):
     trainer = self.trainer
-    result = evaluate(trainer, eval_data, eval_steps)
+    result = trainer.evaluate(eval_data, eval_steps)
     self.progress.evaluation(step, *result)
     self.summaries.evaluation(step, loss=result[0], accuracy=result[1],
                               confusion=trainer.eval_confusion.result(),
@@ -312,8 +247,8 @@ class _Run:
         'eval_loss': eval_result[0],
         'eval_accuracy': eval_result[1],
         'eval_examples': eval_result[2],
-        'per_class_accuracy': confusion.per_class_accuracy(trainer.eval_confusion.result(),
-                                                           self.info.class_names),
+        'per_class_accuracy': metrics.per_class_accuracy(trainer.eval_confusion.result(),
+                                                         self.info.class_names),
         'global_step': trainer.step,
         'train_seconds': round(self.train_seconds, 2),
         'examples_per_second': _steady_rate(self.loops, config.batch_size),
@@ -330,8 +265,8 @@ class _Run:
                                   flip=config.eval_flip)
       logging.info('exported the model to %s (serving signature: uint8 images -> '
                    'probabilities, class names)', export_dir)
-      with self._writing(RESULTS_FILE, self.model_dir):
-        checkpointing.write_json(os.path.join(self.model_dir, RESULTS_FILE), results)
+      with self._writing(records.RESULTS_FILE, self.model_dir):
+        records.write_json(os.path.join(self.model_dir, records.RESULTS_FILE), results)
       progress.summary(results, self.model_dir, export_dir, self.summaries.logdir)
     else:
       progress.summary(results)

@@ -32,7 +32,7 @@ from typing import Callable, Optional
 
 from absl import logging
 
-from trainer.errors import UserError, first_line
+from trainer.core.errors import UserError, first_line
 
 LOCK_FILE = 'run.lock'
 LEASE_FILE = 'run.lease'

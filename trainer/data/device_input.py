@@ -7,7 +7,7 @@ augmentation and scaling, all in the same replica function as the training step.
 the host sends nothing but the step count, and no tf.data thread competes with the step
 for the host's cores.
 
-Batches are those of the host pipeline for the same (seed, step) (trainer/data_order.py),
+Batches are those of the host pipeline for the same (seed, step) (trainer/order.py),
 so resuming, the data order and the accuracy do not depend on which input a run uses.
 Evaluation stays on the host pipeline: it runs once an epoch.
 """
@@ -15,11 +15,11 @@ Evaluation stays on the host pipeline: it runs once an epoch.
 from absl import logging
 import tensorflow as tf
 
-from trainer import data_order
-from trainer import shards as shards_lib
-from trainer import strategy as strategy_lib
-from trainer.config import Config
-from trainer.errors import UserError
+from trainer.core.config import Config
+from trainer.core import distribute
+from trainer.core.errors import UserError
+from trainer.data import order
+from trainer.data import shards as shards_lib
 
 DEFAULT_MAX_MB = Config.device_data_max_mb
 
@@ -46,17 +46,17 @@ class DeviceInput:
   def __init__(self, strategy, source, global_batch: int, steps_per_epoch: int, seed: int,
                start_step: int = 0, augment: str = 'none',
                max_mb: int = DEFAULT_MAX_MB):
-    workers = strategy_lib.num_workers(strategy)
+    workers = distribute.num_workers(strategy)
     needed = check_fits(source, workers, max_mb)
     self._per_replica = global_batch // strategy.num_replicas_in_sync
     self._local_replicas = strategy.num_replicas_in_sync // workers
     self._steps_per_epoch = steps_per_epoch
     self._seed = seed
     self._augment = augment
-    worker = strategy_lib.worker_index(strategy)
+    worker = distribute.worker_index(strategy)
     shard = shards_lib.load_shard(source, worker, workers)
     self._shard_size, self._worker, self._capacity = shard.size, worker, shard.capacity
-    devices = strategy_lib.replica_devices(strategy)
+    devices = distribute.replica_devices(strategy)
     on_device = []
     for local, device in enumerate(devices):
       with tf.device(device):
@@ -94,14 +94,14 @@ class DeviceInput:
     epoch = step // self._steps_per_epoch
 
     def new_permutation():
-      permutation = data_order.epoch_permutation(self._shard_size, self._capacity, self._seed,
-                                                 epoch, self._worker)
+      permutation = order.epoch_permutation(self._shard_size, self._capacity, self._seed,
+                                            epoch, self._worker)
       with tf.control_dependencies([self._permutation.assign(permutation),
                                     self._permutation_epoch.assign(epoch)]):
         return tf.identity(permutation)
 
     permutation = tf.cond(tf.equal(self._permutation_epoch.read_value(), epoch),
                           self._permutation.read_value, new_permutation)
-    return data_order.replica_batch(
+    return order.replica_batch(
         images, labels, permutation, step, self._steps_per_epoch, self._per_replica,
         local_replica, self._local_replicas, self._seed, self._worker, self._augment)

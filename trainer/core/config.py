@@ -7,7 +7,7 @@ it directly.
 import dataclasses
 from typing import Optional, Tuple
 
-from trainer.errors import UserError
+from trainer.core.errors import UserError
 
 STRATEGIES = ('default', 'one_device', 'mirrored', 'multi_worker', 'tpu')
 MIXED_PRECISION = ('none', 'mixed_float16', 'mixed_bfloat16')
@@ -42,7 +42,7 @@ class Config:
   seed: int = 42
   shuffle_buffer: int = 50_000  # Only with cache=False: the order then streams through it.
   cache: bool = True  # Hold the raw uint8 training examples in memory (needed by input=device).
-  # Where training batches are made: 'host' (tf.data) or 'device' (trainer/device_input.py).
+  # Where training batches are made: 'host' (tf.data) or 'device' (trainer/data/device_input.py).
   input: str = 'host'
   # input=device: the most the training data may take on each device. Room for CIFAR-10
   # (147 MB), and a quarter of the smallest accelerator in reach (a TPU v2 core: 8 GiB).
@@ -58,7 +58,7 @@ class Config:
   label_smoothing: float = 0.0
   warmup_epochs: float = 0.0  # Warm-up in epochs: the same share of the run at any batch.
 
-  # Large batches (trainer/optimizers.py): the optimizer, and the rate scaled to the batch.
+  # Large batches (trainer/model/optimizers.py): the optimizer, and the rate scaled to the batch.
   optimizer: str = 'adam'
   weight_decay: Optional[float] = None  # None: the Keras optimizer's own default.
   momentum: Optional[float] = None  # sgd and muon; None: 0.9 for sgd, Keras' for muon.
@@ -74,12 +74,12 @@ class Config:
   deterministic: bool = False
   export_dir: Optional[str] = None  # Default: <model_dir>/export.
 
-  # Default: $AIP_TENSORBOARD_LOG_DIR / $AIP_CHECKPOINT_DIR, else model_dir (trainer/run_dirs.py).
+  # Default: $AIP_TENSORBOARD_LOG_DIR / $AIP_CHECKPOINT_DIR, else model_dir (trainer/run_folder/run_dirs.py).
   tensorboard_dir: Optional[str] = None
   checkpoint_dir: Optional[str] = None
   profile_steps: str = ''  # 'START,END': trace training steps START..END (1-based).
 
-  # --dataset=image_folder (trainer/image_folder.py).
+  # --dataset=image_folder (trainer/data/image_folder.py).
   image_size: str = ''  # 'H,W'; empty: the size of the first training image.
   skip_bad_images: bool = False  # Leave damaged images out (with a warning) instead of failing.
 

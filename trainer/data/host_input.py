@@ -11,25 +11,26 @@ memory (--nocache).
 
 import tensorflow as tf
 
-from trainer import data_order
-from trainer import shards as shards_lib
+from trainer.data import order
+from trainer.data import shards as shards_lib
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def train_dataset(shard: shards_lib.Shard, per_replica: int, local_replicas: int, steps_per_epoch: int, seed: int, start_step: int = 0,
+def train_dataset(shard: shards_lib.Shard, per_replica: int, local_replicas: int,
+                  steps_per_epoch: int, seed: int, start_step: int = 0,
                   augment: str = 'none') -> tf.data.Dataset:
   """Endless per-replica batches (float32 images, labels) from step `start_step` on:
   step s's batch of local replica 0, of local replica 1, ..., then step s + 1's."""
   start_epoch, steps_into_epoch = divmod(start_step, steps_per_epoch)
 
   def epoch(index):
-    permutation = data_order.epoch_permutation(shard.size, shard.capacity, seed, index,
-                                               shard.worker)
+    permutation = order.epoch_permutation(shard.size, shard.capacity, seed, index,
+                                          shard.worker)
     first = tf.where(index == start_epoch, tf.constant(steps_into_epoch, tf.int64), 0)
 
     def element(position):
-      return data_order.replica_batch(
+      return order.replica_batch(
           shard.images, shard.labels, permutation,
           step=index * steps_per_epoch + position // local_replicas,
           steps_per_epoch=steps_per_epoch, per_replica=per_replica,
@@ -65,8 +66,8 @@ def streaming_dataset(source, worker: int, workers: int, per_replica: int, local
       images, labels = batch
       step = start_step + position // local_replicas
       first = (position % local_replicas) * per_replica
-      return data_order.augment(images, seed, step, worker, augment == 'flip_shift',
-                                first_position=first), labels
+      return order.augment(images, seed, step, worker, augment == 'flip_shift',
+                           first_position=first), labels
     ds = ds.enumerate().map(augmented, num_parallel_calls=AUTOTUNE)
-  return ds.map(lambda images, labels: (data_order.scale(images), labels),
+  return ds.map(lambda images, labels: (order.scale(images), labels),
                 num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)

@@ -14,8 +14,8 @@ from typing import Optional
 
 import tensorflow as tf
 
-from trainer import strategy as strategy_lib
-from trainer.errors import UserError, first_line
+from trainer.core import distribute
+from trainer.core.errors import UserError, first_line
 
 
 def _newest(step: Optional[int]) -> str:
@@ -33,7 +33,7 @@ def stop_on_failure(what: str, folder: str, newest_step: Optional[int]):
   """
   try:
     yield
-  except strategy_lib.PEER_FAILURES:
+  except distribute.PEER_FAILURES:
     raise
   except (tf.errors.OpError, OSError) as e:
     raise UserError(f'could not write {what} in {folder} ({first_line(e, 200)}); '

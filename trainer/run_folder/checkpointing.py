@@ -1,25 +1,24 @@
-"""Checkpoints in the run folder: periodic saves, resume, the best model, and preemption.
+"""Checkpoints in the run folder: periodic saves, resume, and the best model.
 
 Layout under --model_dir:
   checkpoints/ckpt-<step>.*   model, optimizer and the global step (batches consumed)
   checkpoints/signature.json  what the checkpoints were trained on, checked before resuming
   best/ckpt-<step>.*, best/best.json   the weights with the best eval accuracy so far
 
-The data order is derived from --seed and the step (input_pipeline.train_dataset), so the
+The data order is derived from --seed and the step (trainer/data/order.py), so the
 step alone is enough to continue the same data stream: no iterator state is saved.
 """
 
-import json
 import os
-import signal
-import threading
-from typing import Optional
+import re
+from typing import List, Optional, Tuple
 
 from absl import logging
 import tensorflow as tf
 
-from trainer import strategy as strategy_lib
-from trainer.errors import Preempted, UserError, first_line
+from trainer.core import distribute
+from trainer.core.errors import UserError, first_line
+from trainer.run_folder import records
 
 CHECKPOINT_DIR = 'checkpoints'
 PREEMPTION_DIR = 'preemption'  # Written by PreemptionCheckpointHandler (multi-worker).
@@ -29,23 +28,35 @@ BEST_FILE = 'best.json'
 _OLDER_SIGNATURE = {'optimizer': 'adam', 'weight_averaging': False}
 
 
-def _read_json(path: str) -> Optional[dict]:
-  if not tf.io.gfile.exists(path):
-    return None
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
+def step_of(path: str) -> Optional[int]:
+  """The step a checkpoint path ends in (`.../ckpt-1200` -> 1200); None for other paths."""
+  match = re.search(r'-(\d+)$', path)
+  return int(match.group(1)) if match else None
 
 
-def write_json(path: str, payload: dict) -> None:
-  # Write then rename: a crash mid-write must not leave a half file that looks valid.
-  tmp = path + '.tmp'
-  with tf.io.gfile.GFile(tmp, 'w') as f:
-    f.write(json.dumps(payload, indent=2, sort_keys=True) + '\n')
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+def list_checkpoints(checkpoint_dir: str) -> List[Tuple[int, str]]:
+  """(step, path) of the run's complete checkpoints, periodic and preemption ones, oldest
+  first.
+
+  From the CheckpointManager's index files, which are rewritten only after a checkpoint's
+  files are complete: a checkpoint still being written is not listed yet.
+  """
+  found = {}
+  for folder in (CHECKPOINT_DIR, PREEMPTION_DIR):
+    try:
+      state = tf.train.get_checkpoint_state(os.path.join(checkpoint_dir, folder))
+    except (tf.errors.OpError, ValueError):  # An index being replaced: the next poll reads it.
+      state = None
+    for path in (state.all_model_checkpoint_paths if state else []):
+      step = step_of(path)
+      if step is not None:
+        found[step] = path
+  return sorted(found.items())
 
 
-def _step_of(path: str) -> int:
-  return int(path.rsplit('-', 1)[-1])
+def holds_optimizer(path: str) -> bool:
+  """Whether the checkpoint at `path` holds the training state, not only the model (best/)."""
+  return any(name.startswith('optimizer/') for name, _ in tf.train.list_variables(path))
 
 
 class _Writer:
@@ -53,7 +64,7 @@ class _Writer:
   saves (saving can involve collectives), but only the chief's copy is kept."""
 
   def __init__(self, checkpoint, directory: str, strategy, max_to_keep: int):
-    self.chief = strategy_lib.is_chief(strategy)
+    self.chief = distribute.is_chief(strategy)
     self.manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=max_to_keep,
                                               checkpoint_name='ckpt')
     if self.chief:
@@ -78,17 +89,18 @@ class Checkpoints:
     self.directory = os.path.join(model_dir, CHECKPOINT_DIR)
     self.preemption_directory = os.path.join(model_dir, PREEMPTION_DIR)
     self._signature = signature
-    self._checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
-    self._writer = _Writer(self._checkpoint, self.directory, strategy, keep)
+    # What a resume restores; the preemption handler saves it too (run_folder/preemption.py).
+    self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+    self._writer = _Writer(self.checkpoint, self.directory, strategy, keep)
     self._best_dir = os.path.join(model_dir, BEST_DIR)
     self._best = _Writer(tf.train.Checkpoint(model=model), self._best_dir, strategy, 1)
-    best = _read_json(os.path.join(self._best_dir, BEST_FILE))
+    best = records.read_json(os.path.join(self._best_dir, BEST_FILE))
     self.best_accuracy = best['eval_accuracy'] if best else float('-inf')
     self.last_saved_step = None
     self.restored_path = None
 
   def _check_signature(self):
-    saved = _read_json(os.path.join(self.directory, SIGNATURE_FILE))
+    saved = records.read_json(os.path.join(self.directory, SIGNATURE_FILE))
     if saved is not None:
       # Checkpoints from before these fields existed were all Adam without averages.
       saved = dict(_OLDER_SIGNATURE, **saved)
@@ -104,13 +116,13 @@ class Checkpoints:
     preemption_state = tf.train.get_checkpoint_state(self.preemption_directory)
     if preemption_state:
       paths += list(preemption_state.all_model_checkpoint_paths)
-    paths.sort(key=_step_of, reverse=True)  # Newest first.
+    paths.sort(key=step_of, reverse=True)  # Newest first.
     if not paths:
       return None
     self._check_signature()
     for path in paths:
       try:
-        self._checkpoint.restore(path).assert_existing_objects_matched()
+        self.checkpoint.restore(path).assert_existing_objects_matched()
       except (ValueError, AssertionError) as e:
         raise UserError(f'checkpoint {path} does not fit this model ({first_line(e)});'
                         ' use a new --model_dir (nothing was overwritten)') from None
@@ -120,7 +132,7 @@ class Checkpoints:
         logging.warning('checkpoint %s is damaged (%s); trying the one before it', path,
                         first_line(e, 200))
         continue
-      step = _step_of(path)
+      step = step_of(path)
       self.last_saved_step = step
       self.restored_path = path
       return step
@@ -133,7 +145,7 @@ class Checkpoints:
     path = self._writer.save(step)
     if self._writer.chief and not tf.io.gfile.exists(
         os.path.join(self.directory, SIGNATURE_FILE)):
-      write_json(os.path.join(self.directory, SIGNATURE_FILE), self._signature)
+      records.write_json(os.path.join(self.directory, SIGNATURE_FILE), self._signature)
     self.last_saved_step = step
     logging.info('saved checkpoint %s', path)
 
@@ -142,57 +154,7 @@ class Checkpoints:
       return False
     self._best.save(step)
     if self._best.chief:
-      write_json(os.path.join(self._best_dir, BEST_FILE),
-                 {'step': step, 'eval_accuracy': eval_accuracy})
+      records.write_json(os.path.join(self._best_dir, BEST_FILE),
+                         {'step': step, 'eval_accuracy': eval_accuracy})
     self.best_accuracy = eval_accuracy
     return True
-
-
-class PreemptionWatcher:
-  """Turns SIGTERM/SIGINT into "save at the end of this loop and stop".
-
-  Single-process strategies (default, one_device, mirrored, and TPUStrategy, whose one
-  client process drives all TPU hosts) watch the signals themselves. Multi-worker runs use
-  tf.distribute's PreemptionCheckpointHandler, which agrees on one step across workers so
-  that all of them save together.
-  """
-
-  def __init__(self, strategy, checkpoints: Checkpoints):
-    self._requested = threading.Event()
-    self._handler = None
-    self._previous = {}
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
-        strategy_lib.num_workers(strategy) > 1:
-      def exit_fn():
-        raise Preempted(-1)  # The handler saved already; the step is filled in by the caller.
-      self._handler = tf.distribute.experimental.PreemptionCheckpointHandler(
-          strategy.cluster_resolver, checkpoints._checkpoint,  # pylint: disable=protected-access
-          checkpoint_dir=checkpoints.preemption_directory,
-          termination_config=tf.distribute.experimental.TerminationConfig(exit_fn=exit_fn))
-    elif threading.current_thread() is threading.main_thread():
-      for signum in (signal.SIGTERM, signal.SIGINT):
-        self._previous[signum] = signal.signal(signum, self._on_signal)
-
-  def _on_signal(self, signum, frame):  # pylint: disable=unused-argument
-    if self._requested.is_set() and signum == signal.SIGINT:
-      raise KeyboardInterrupt  # A second Ctrl-C means "now", not "after this loop".
-    logging.warning('received %s: saving a checkpoint after the current loop, then exiting',
-                    signal.Signals(signum).name)
-    self._requested.set()
-
-  def check(self, step: int, checkpoints: Checkpoints) -> None:
-    """Raises Preempted after saving, if a termination signal arrived."""
-    if self._handler is not None:
-      try:
-        self._handler.save_checkpoint_if_preempted(checkpoint_number=step)
-      except Preempted:
-        raise Preempted(step) from None
-      return
-    if self._requested.is_set():
-      checkpoints.save(step)
-      raise Preempted(step)
-
-  def close(self) -> None:
-    for signum, handler in self._previous.items():
-      signal.signal(signum, handler)
-    self._previous = {}

@@ -25,7 +25,8 @@ import time
 from typing import Optional
 
 FORMATS = ('text', 'json', 'absl')
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# The trainer package, all of whose modules' INFO lines are shown (this file is in report/).
+_PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '')
 # Set by a launcher that already puts `[worker N]` before every line it relays.
 PREFIXED_ENV = 'TRAINER_LOG_PREFIXED'
 # Cloud Logging's LogSeverity names for Python's levels (absl's -v 2 and up log below DEBUG).
@@ -40,6 +41,11 @@ _NATIVE_LEVEL = {'I': logging.INFO, 'W': logging.WARNING, 'E': logging.ERROR,
 _F_SETPIPE_SZ = 1031  # linux/fcntl.h
 # absl's C++ note that it was not initialised: true of every TensorFlow program, says nothing.
 _NATIVE_NOISE = 'WARNING: All log messages before absl::InitializeLog() is called'
+# TensorFlow's CUDA probe logs this as an error on every machine without an NVIDIA driver:
+# there it only means "no GPU here, running on the CPU". Where the driver is loaded, the
+# same line means the GPU cannot be used, and it stays an error.
+_CUDA_PROBE = 'failed call to cuInit'
+NVIDIA_DRIVER = '/proc/driver/nvidia/version'
 
 
 class _State:
@@ -206,8 +212,11 @@ def _native_record(text: str) -> Optional[logging.LogRecord]:
     if match:
       level, where, message = match.groups()
       path, line = where.rsplit(':', 1)
-      return logging.LogRecord('native', _NATIVE_LEVEL[level], path, int(line), message, None,
-                               None)
+      level = _NATIVE_LEVEL[level]
+      if message.startswith(_CUDA_PROBE) and not os.path.exists(NVIDIA_DRIVER):
+        level = logging.INFO
+        message = f'no NVIDIA driver on this machine: TensorFlow uses the CPU ({message})'
+      return logging.LogRecord('native', level, path, int(line), message, None, None)
   return None
 
 

@@ -7,8 +7,8 @@ square root), so one preset stays right on 1, 8 or 64 replicas.
 
 import keras
 
-from trainer import models
-from trainer.config import Config
+from trainer.core.config import Config
+from trainer.model import cnn
 
 # Biases take no weight decay: decaying them only pulls activations' offsets towards 0.
 _NO_DECAY = ['bias']
@@ -58,7 +58,7 @@ def create(config: Config, learning_rate) -> keras.optimizers.Optimizer:
     if config.weight_decay is not None:
       decay = {'weight_decay': config.weight_decay, 'adam_weight_decay': config.weight_decay}
     optimizer = keras.optimizers.Muon(**common, **decay, **momentum,
-                                      exclude_layers=[models.OUTPUT_LAYER])
+                                      exclude_layers=[cnn.OUTPUT_LAYER])
   else:
     raise ValueError(f'unknown optimizer {name!r}')  # Config.validate() catches it first.
   if optimizer.weight_decay:

@@ -9,7 +9,7 @@ import logging
 import shlex
 from typing import Optional
 
-from trainer import logs
+from trainer.report import logs
 
 
 def format_duration(seconds: float) -> str:
@@ -20,7 +20,7 @@ def format_duration(seconds: float) -> str:
 
 
 class Progress:
-  """The training loop's reports. `plan` is train.Plan (total_steps, epochs, epoch_of)."""
+  """The training loop's reports. `plan` is jobs/plan.Plan (total_steps, epochs, epoch_of)."""
 
   def __init__(self, plan, batch_size: int):
     self._plan, self._batch_size = plan, batch_size

@@ -20,8 +20,8 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from trainer import confusion as confusion_lib
-from trainer import visualize
+from trainer.model import metrics
+from trainer.report import pictures
 
 TRAIN_RUN = 'train'
 EVAL_RUN = 'eval'
@@ -127,11 +127,11 @@ class RunSummaries:
     with self._writer(run).as_default(step=step):
       tf.summary.scalar(LOSS, loss)
       tf.summary.scalar(ACCURACY, accuracy)
-      for name, value in confusion_lib.per_class_accuracy(confusion, class_names).items():
+      for name, value in metrics.per_class_accuracy(confusion, class_names).items():
         if value is not None:  # A class with no eval examples has no accuracy.
           tf.summary.scalar(f'{PER_CLASS}/{name}', value)
       if self.enabled:  # Rendering costs time; a no-op writer would discard the picture.
-        picture = visualize.confusion_matrix_image(confusion, class_names)
+        picture = pictures.confusion_matrix_image(confusion, class_names)
         tf.summary.image(CONFUSION_MATRIX, picture[None], step=step,
                          description='Evaluation split; rows: true class, columns: predicted.')
     self._writer(run).flush()
@@ -142,7 +142,7 @@ class RunSummaries:
     if not self.enabled:
       return
     with self._writer(TRAIN_RUN).as_default(step=step):
-      tf.summary.image(TRAINING_IMAGES, visualize.image_grid(images, labels, class_names)[None],
+      tf.summary.image(TRAINING_IMAGES, pictures.image_grid(images, labels, class_names)[None],
                        description='The first examples of the training split, with their labels.')
 
   def flush(self) -> None:

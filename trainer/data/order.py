@@ -1,8 +1,8 @@
 """Which training examples each step sees, and how they are augmented.
 
 Pure functions of (seed, step, worker), written in integer TensorFlow ops that every
-device and XLA run alike: the host pipeline (tf.data, trainer/host_input.py) and the
-device-resident input (trainer/device_input.py) call the same functions and so produce the
+device and XLA run alike: the host pipeline (tf.data, trainer/data/host_input.py) and the
+device-resident input (trainer/data/device_input.py) call the same functions and so produce the
 same batches, and a resumed run sees exactly the batches an uninterrupted one would.
 
 The order: each worker owns a fixed shard of the training split. Epoch e visits worker w's

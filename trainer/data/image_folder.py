@@ -17,8 +17,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from absl import logging
 import tensorflow as tf
 
-from trainer.errors import UserError, op_reason
-from trainer.input_pipeline import AUTOTUNE, DatasetInfo
+from trainer.core.errors import UserError, op_reason
+from trainer.data.sources import AUTOTUNE, DatasetInfo
 
 NAME = 'image_folder'
 # What tf.io.decode_image reads; other files in a class folder are an error, not skipped,

@@ -10,44 +10,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer import confusion
-from trainer import input_wait
-from trainer import models
-from trainer import optimizers
-from trainer.config import Config
-
-
-class _Sums:
-  """Per-replica running sums of loss, correct predictions and example weight.
-
-  Sync-on-read variables: replicas add locally with no communication, and reading them
-  outside `strategy.run` sums across all replicas and workers once per log line.
-  """
-
-  def __init__(self, name: str):
-    def variable(suffix):
-      return tf.Variable(0.0, trainable=False, name=f'{name}_{suffix}',
-                         synchronization=tf.VariableSynchronization.ON_READ,
-                         aggregation=tf.VariableAggregation.SUM)
-    self.loss, self.correct, self.count = variable('loss'), variable('correct'), variable('count')
-
-  def add(self, labels, logits, per_example_loss, weights):
-    predictions = tf.argmax(logits, axis=-1, output_type=labels.dtype)
-    hits = tf.cast(tf.equal(predictions, labels), tf.float32)
-    self.loss.assign_add(tf.reduce_sum(per_example_loss * weights))
-    self.correct.assign_add(tf.reduce_sum(hits * weights))
-    self.count.assign_add(tf.reduce_sum(weights))
-
-  def result(self):
-    """Returns (mean loss, accuracy, example count) over everything added since reset."""
-    count = float(self.count.numpy())
-    if not count:
-      return float('nan'), float('nan'), 0
-    return float(self.loss.numpy()) / count, float(self.correct.numpy()) / count, int(count)
-
-  def reset(self):
-    for v in (self.loss, self.correct, self.count):
-      v.assign(0.0)
+from trainer.core.config import Config
+from trainer.model import cnn
+from trainer.model import input_wait
+from trainer.model import metrics
+from trainer.model import optimizers
 
 
 def cross_entropy(labels, logits, label_smoothing=0.0):
@@ -76,7 +43,7 @@ class Trainer:
     self.strategy = strategy
     self.global_batch = config.batch_size
     with strategy.scope():
-      self.model = models.create_model(info.image_shape, info.num_classes)
+      self.model = cnn.create_model(info.image_shape, info.num_classes)
       optimizer = optimizers.create(config, optimizers.learning_rate_schedule(
           config, total_steps, steps_per_epoch))
       if config.mixed_precision == 'mixed_float16':
@@ -93,9 +60,9 @@ class Trainer:
       # step count: a float16 step with overflowing gradients is skipped, not applied.
       self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step',
                                      aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-      self.train_sums = _Sums('train')
-      self.eval_sums = _Sums('eval')
-      self.eval_confusion = confusion.ConfusionMatrix(info.num_classes)
+      self.train_sums = metrics.Sums('train')
+      self.eval_sums = metrics.Sums('eval')
+      self.eval_confusion = metrics.ConfusionMatrix(info.num_classes)
     self._gradients = tf.function(self._compute_gradients, jit_compile=True) \
         if config.jit_compile else self._compute_gradients
     self.train_loop = tf.function(self._train_loop)
@@ -156,6 +123,15 @@ class Trainer:
     for _ in tf.range(steps):
       self.strategy.run(self._eval_step, args=(next(iterator),))
 
+  def evaluate(self, eval_dataset, eval_steps: int):
+    """(loss, accuracy, examples) of the weights that are reported: the averaged ones under
+    --ema_decay, with --eval_flip's mirror views if set."""
+    self.eval_sums.reset()
+    self.eval_confusion.reset()
+    with self.averaged_weights():
+      self.eval_loop(iter(eval_dataset), tf.constant(eval_steps))
+    return self.eval_sums.result()
+
   @contextlib.contextmanager
   def averaged_weights(self):
     """Inside: the model holds the optimizer's moving averages of its weights (--ema_decay);
@@ -206,3 +182,15 @@ class Trainer:
   def skipped_steps(self) -> int:
     """Steps whose float16 gradients overflowed, so the loss scale dropped instead."""
     return self.step - int(self.optimizer.iterations.numpy())
+
+
+def build_trainer(config: Config, strategy: tf.distribute.Strategy, info, total_steps: int = 0,
+                  steps_per_epoch: int = 0) -> Trainer:
+  """A Trainer whose model computes in --mixed_precision's policy."""
+  previous_policy = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(
+      'float32' if config.mixed_precision == 'none' else config.mixed_precision)
+  try:
+    return Trainer(config, strategy, info, total_steps, steps_per_epoch)
+  finally:  # The policy is global state: leave it as it was for the caller.
+    keras.mixed_precision.set_global_policy(previous_policy)

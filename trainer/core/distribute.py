@@ -9,7 +9,7 @@ import urllib.parse
 from absl import logging
 import tensorflow as tf
 
-from trainer.errors import UserError, first_line
+from trainer.core.errors import UserError, first_line
 
 # What a collective raises once another worker is gone: its connection was reset, or
 # TensorFlow's coordination service (which MultiWorkerMirroredStrategy starts) stopped

@@ -10,7 +10,7 @@ from typing import Optional, Tuple
 from absl import logging
 import tensorflow as tf
 
-from trainer.errors import UserError
+from trainer.core.errors import UserError
 
 
 class ProfileWindow:

@@ -14,7 +14,7 @@ from typing import Mapping, Optional
 
 import tensorflow as tf
 
-from trainer.errors import UserError, first_line
+from trainer.core.errors import UserError, first_line
 
 # Vertex AI custom training's convention (set from the job's base output directory).
 AIP_MODEL_DIR = 'AIP_MODEL_DIR'

@@ -1,0 +1,9 @@
+"""What every layer shares.
+
+Modules:
+  config.py      the run's Config: every setting, validated, immutable
+  errors.py      UserError (one-line errors, exit 2), Preempted, the exit codes
+  distribute.py  the tf.distribute strategy of --strategy; workers, chief, batch arithmetic
+
+May import: nothing of the trainer.
+"""

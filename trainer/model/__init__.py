@@ -1,0 +1,12 @@
+"""The model and what is compiled around it.
+
+Modules:
+  cnn.py         the tutorial's CNN, layer for layer
+  optimizers.py  the Keras optimizer of --optimizer and its learning-rate schedule
+  metrics.py     loss and accuracy sums and the confusion matrix, summed over replicas
+  input_wait.py  the training loop's clocks: time spent waiting for input
+  steps.py       Trainer: model, optimizer and the compiled train and eval loops
+  export.py      the SavedModel that serves uint8 images
+
+May import: trainer.core, trainer.data.
+"""

@@ -1,0 +1,12 @@
+"""What a run keeps on disk, and how it keeps it safe.
+
+Modules:
+  run_dirs.py       where a run writes: flags, then Vertex AI's variables, then defaults
+  run_lock.py       one writer per run folder: a flock locally, a renewed lease on gs://
+  records.py        config.json, results.json and the other JSON records
+  checkpointing.py  periodic checkpoints, resume, the best model
+  preemption.py     SIGTERM or Ctrl-C: save at the end of the loop, exit 75
+  failed_writes.py  a failed write stops the run with one line
+
+May import: trainer.core.
+"""

@@ -1,0 +1,57 @@
+"""The run folder's JSON records: config.json (what a run was asked to do), results.json
+(what it reached), and the small JSON files beside checkpoints.
+
+Every record is written beside its place and renamed over it, so that a reader (a resumed
+run, `trainer.evaluate`, a person) never sees half a file.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Optional
+
+import tensorflow as tf
+
+from trainer.core.config import Config
+from trainer.core.errors import UserError, first_line
+
+CONFIG_FILE = 'config.json'
+RESULTS_FILE = 'results.json'
+
+
+def read_json(path: str) -> Optional[dict]:
+  """The JSON object at `path`, or None where there is no such file."""
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+def write_json(path: str, payload: dict) -> None:
+  # Write then rename: a crash mid-write must not leave a half file that looks valid.
+  tmp = path + '.tmp'
+  with tf.io.gfile.GFile(tmp, 'w') as f:
+    f.write(json.dumps(payload, indent=2, sort_keys=True) + '\n')
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def write_config(model_dir: str, config: Config) -> None:
+  """config.json: every setting of the (latest) run, and the rate it derived for its batch."""
+  write_json(os.path.join(model_dir, CONFIG_FILE), dict(
+      dataclasses.asdict(config), scaled_learning_rate=config.scaled_learning_rate))
+
+
+def read_run_config(model_dir: str) -> Config:
+  """The Config a run recorded in its config.json (fields it lacks keep their defaults)."""
+  path = os.path.join(model_dir, CONFIG_FILE)
+  if not tf.io.gfile.exists(path):
+    raise UserError(f'no run in --model_dir={model_dir}: it has no {CONFIG_FILE} '
+                    '(the folder a training run wrote)')
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      recorded = json.load(f)
+  except (ValueError, tf.errors.OpError) as e:
+    raise UserError(f'cannot read {path}: {first_line(e)}') from None
+  fields = {name: value for name, value in recorded.items()
+            if name in Config.__dataclass_fields__}
+  return Config(**fields)
