@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from trainer import input_pipeline
+from trainer.data import pipeline
 
 
 def _local(strategy, images, labels):
@@ -12,14 +12,14 @@ def _local(strategy, images, labels):
 
 def host_batches(strategy, source, steps, **kwargs):
   """`steps` lists of this worker's per-replica (images, labels), from --input=host."""
-  iterator = input_pipeline.distributed_train_iterator(strategy, source, **kwargs)
+  iterator = pipeline.distributed_train_iterator(strategy, source, **kwargs)
   return [_local(strategy, *next(iterator)) for _ in range(steps)]
 
 
 def device_batches(strategy, source, steps, **kwargs):
   """The same from --input=device, drawn the way the training step draws them."""
-  iterator = input_pipeline.distributed_train_iterator(strategy, source, input_mode='device',
-                                                       **kwargs)
+  iterator = pipeline.distributed_train_iterator(strategy, source, input_mode='device',
+                                                 **kwargs)
 
   @tf.function
   def draw():

@@ -3,6 +3,7 @@ MirroredStrategy has two replicas on any machine."""
 
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,8 +14,9 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest
 import tensorflow as tf
 
-from trainer import input_pipeline
-from trainer import logs
+from tests import forked
+from trainer.data import sources
+from trainer.report import logs
 
 NUM_CPU_DEVICES = 2
 tf.config.set_logical_device_configuration(
@@ -36,7 +38,7 @@ def make_source(num_train=512, num_eval=100, shape=(32, 32, 3), num_classes=10, 
     images = (noise + (labels * (190 // num_classes))[:, None, None, None]).astype(np.uint8)
     return images, labels.astype(np.int64)
 
-  return input_pipeline.InMemorySource(
+  return sources.InMemorySource(
       'random', split(num_train), split(num_eval), [f'c{i}' for i in range(num_classes)])
 
 
@@ -48,8 +50,8 @@ def id_source(num_train, num_eval, shape=(8, 8, 3)):
     images[:, 0, 0, 0] = ids % 256
     images[:, 0, 0, 1] = ids // 256
     return images, (ids % 10).astype(np.int64)
-  return input_pipeline.InMemorySource('ids', split(num_train, 0), split(num_eval, EVAL_ID_0),
-                                       [str(i) for i in range(10)])
+  return sources.InMemorySource('ids', split(num_train, 0), split(num_eval, EVAL_ID_0),
+                                [str(i) for i in range(10)])
 
 
 EVAL_ID_0 = 100_000 % 65536  # The first evaluation example's id.
@@ -78,7 +80,7 @@ def run_workers(arguments_of, count=2, timeout=300):
   worker that failed. Returns the finished processes."""
   from launch.local import worker_env  # pylint: disable=g-import-not-at-top
   hosts = [f'localhost:{port}' for port in free_ports(count)]
-  processes = [subprocess.Popen([sys.executable, '-m', *arguments_of(index)], cwd=REPO,
+  processes = [forked.Popen([sys.executable, '-m', *arguments_of(index)], cwd=REPO,
                                 env=worker_env(hosts, index), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
                for index in range(count)]
@@ -105,7 +107,7 @@ def start_endless_workers(model_dir, count=2):
   # No launcher relays these workers' lines: they say which worker wrote them themselves.
   envs = [{name: value for name, value in worker_env(hosts, index).items()
            if name != logs.PREFIXED_ENV} for index in range(count)]
-  return [subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE,
+  return [forked.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE,
                            stdout=subprocess.DEVNULL, text=True) for env in envs]
 
 
@@ -120,8 +122,41 @@ def mirrored():
   return tf.distribute.MirroredStrategy(devices)
 
 
+# The run many checkpoint tests start from: 10 steps of make_source(), saved at 5 and 10.
+TEN_STEPS = dict(batch_size=32, epochs=0, train_steps=10, steps_per_loop=5,
+                 checkpoint_every_steps=5, learning_rate=3e-3)
+
+
+@pytest.fixture(scope='session')
+def _ten_step_run(tmp_path_factory):
+  from trainer.core.config import Config  # pylint: disable=g-import-not-at-top
+  from trainer.jobs import train  # pylint: disable=g-import-not-at-top
+  model_dir = tmp_path_factory.mktemp('ten_steps') / 'run'
+  outcome = train.train_and_evaluate(Config(model_dir=str(model_dir), **TEN_STEPS), None,
+                                     make_source())
+  return model_dir, outcome.metrics
+
+
 @pytest.fixture
+def ten_step_run(_ten_step_run, tmp_path):
+  """tmp_path holding a copy of the finished 10-step run's folder; returns its results."""
+  model_dir, metrics = _ten_step_run
+  shutil.copytree(model_dir, tmp_path, dirs_exist_ok=True)
+  return metrics
+
+
+@pytest.fixture(scope='session')
 def cifar_dir():
   if not (SHARED_TFDS / 'cifar10').is_dir():
     pytest.skip(f'real CIFAR-10 not present at {SHARED_TFDS}')
   return str(SHARED_TFDS)
+
+
+def pytest_collection_modifyitems(items):
+  # Tests that start processes or read the real data first: with several pytest processes
+  # (pytest-xdist) the long ones start early and the short ones fill the gaps at the end.
+  items.sort(key=lambda item: item.get_closest_marker('slow') is None)
+
+
+def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argument
+  forked.close()  # The warm process the tests' children were forked from.

@@ -11,25 +11,25 @@ import sys
 import tensorflow as tf
 
 from tests import image_folders
-from trainer import input_pipeline
-from trainer import strategy as strategy_lib
-from trainer import train
-from trainer.config import Config
+from trainer.core.config import Config
+from trainer.core import distribute
+from trainer.data import pipeline
+from trainer.jobs import train
 
 
 def main(data_dir, model_dir, out):
   config = Config(strategy='multi_worker', dataset='image_folder', data_dir=data_dir,
                   model_dir=model_dir, batch_size=8, epochs=2, steps_per_loop=3)
-  strategy = strategy_lib.create_strategy('multi_worker')
-  source = input_pipeline.source_for(config)
+  strategy = distribute.create_strategy('multi_worker')
+  source = pipeline.source_for(config)
   outcome = train.train_and_evaluate(config, strategy, source)
   resolver = strategy.cluster_resolver
   context = tf.distribute.InputContext(
-      num_input_pipelines=strategy_lib.num_workers(strategy), input_pipeline_id=resolver.task_id,
+      num_input_pipelines=distribute.num_workers(strategy), input_pipeline_id=resolver.task_id,
       num_replicas_in_sync=strategy.num_replicas_in_sync)
   steps_per_epoch = 24 // 8
-  batches = input_pipeline.train_dataset(source, context, 8, steps_per_epoch, config.seed,
-                                         ).take(2 * steps_per_epoch)
+  batches = pipeline.train_dataset(source, context, 8, steps_per_epoch, config.seed,
+                                   ).take(2 * steps_per_epoch)
   ids = [image_folders.ids(images).tolist() for images, _ in batches]
   epochs = [sum(ids[:steps_per_epoch], []), sum(ids[steps_per_epoch:], [])]
   with open(out, 'w') as f:

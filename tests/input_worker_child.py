@@ -9,7 +9,7 @@ import sys
 
 from tests.batches import device_batches, host_batches
 from tests.conftest import example_ids, id_source
-from trainer import strategy as strategy_lib
+from trainer.core import distribute
 
 
 def _steps(batches):
@@ -19,7 +19,7 @@ def _steps(batches):
 
 
 def main(out):
-  strategy = strategy_lib.create_strategy('multi_worker')
+  strategy = distribute.create_strategy('multi_worker')
   source = id_source(num_train=64, num_eval=10)
   settings = dict(global_batch=8, steps_per_epoch=8, seed=1)
   result = {'replicas': strategy.num_replicas_in_sync}

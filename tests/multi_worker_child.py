@@ -10,15 +10,15 @@ import sys
 import numpy as np
 
 from tests.conftest import make_source  # Also splits the CPU in two: harmless here.
-from trainer import strategy as strategy_lib
-from trainer import train
-from trainer.config import Config
+from trainer.core.config import Config
+from trainer.core import distribute
+from trainer.jobs import train
 
 
 def main(model_dir, out):
   config = Config(strategy='multi_worker', model_dir=model_dir, batch_size=32, epochs=0,
                   train_steps=12, steps_per_loop=4, profile_steps='5,6')
-  strategy = strategy_lib.create_strategy('multi_worker')
+  strategy = distribute.create_strategy('multi_worker')
   outcome = train.train_and_evaluate(config, strategy, make_source())
   np.savez(out, *outcome.trainer.model.get_weights(),
            eval_examples=outcome.metrics['eval_examples'], replicas=strategy.num_replicas_in_sync)

@@ -1,18 +1,19 @@
 """The benchmark script runs (smoke mode), so that it cannot rot; real figures: README."""
 
-import subprocess
 import sys
 
 import pytest
 
 from tests.conftest import REPO
+from tests import forked
 
 pytestmark = pytest.mark.slow
 
 
 def test_throughput_benchmark_smoke(cifar_dir):
-  result = subprocess.run(
-      [sys.executable, '-m', 'benchmarks.throughput', '--smoke', '--repeats=1',
+  result = forked.run(
+      [sys.executable, '-m', 'tests.benchmark_smoke', 'benchmarks.throughput', '--smoke',
+       '--repeats=1',
        f'--data_dir={cifar_dir}'], cwd=REPO, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   out = result.stdout
@@ -34,8 +35,8 @@ def test_throughput_benchmark_smoke(cifar_dir):
 
 
 def test_time_to_accuracy_benchmark_smoke(cifar_dir):
-  result = subprocess.run(
-      [sys.executable, '-m', 'benchmarks.time_to_accuracy', '--smoke',
+  result = forked.run(
+      [sys.executable, '-m', 'tests.benchmark_smoke', 'benchmarks.time_to_accuracy', '--smoke',
        f'--data_dir={cifar_dir}'], cwd=REPO, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   rows = [l for l in result.stdout.splitlines()

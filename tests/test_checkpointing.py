@@ -6,19 +6,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import make_source
-from trainer import checkpointing
+from tests.conftest import TEN_STEPS, make_source
+from trainer.core.config import Config
+from trainer.core.errors import UserError
+from trainer.jobs import train
 from trainer import predict
-from trainer import train
-from trainer.config import Config
-from trainer.errors import UserError
+from trainer.run_folder import checkpointing
+from trainer.run_folder import records
 
 
 def _config(model_dir, **overrides):
-  values = dict(model_dir=str(model_dir), batch_size=32, epochs=0, train_steps=10,
-                steps_per_loop=5, checkpoint_every_steps=5, learning_rate=3e-3)
-  values.update(overrides)
-  return Config(**values)
+  return Config(**dict(TEN_STEPS, model_dir=str(model_dir), **overrides))
 
 
 def _steps(model_dir):
@@ -36,10 +34,9 @@ def _snapshot(model_dir):
   return files
 
 
-def test_rerun_resumes_from_the_newest_checkpoint(tmp_path, caplog):
+def test_rerun_resumes_from_the_newest_checkpoint(tmp_path, ten_step_run, caplog):
   caplog.set_level('INFO')
   source = make_source()
-  train.train_and_evaluate(_config(tmp_path), None, source)
   assert _steps(tmp_path) == [5, 10]
   outcome = train.train_and_evaluate(_config(tmp_path, train_steps=20), None, source)
   assert 'resumed from step 10 (epoch 1)' in caplog.text
@@ -47,12 +44,10 @@ def test_rerun_resumes_from_the_newest_checkpoint(tmp_path, caplog):
   assert 'step 15/20' in caplog.text and 'step 5/20' not in caplog.text
 
 
-def test_finished_run_rerun_trains_nothing_more(tmp_path):
-  source = make_source()
-  first = train.train_and_evaluate(_config(tmp_path), None, source)
-  again = train.train_and_evaluate(_config(tmp_path), None, source)
+def test_finished_run_rerun_trains_nothing_more(tmp_path, ten_step_run):
+  again = train.train_and_evaluate(_config(tmp_path), None, make_source())
   assert again.metrics['global_step'] == 10
-  assert again.metrics['eval_accuracy'] == pytest.approx(first.metrics['eval_accuracy'])
+  assert again.metrics['eval_accuracy'] == pytest.approx(ten_step_run['eval_accuracy'])
 
 
 def test_keep_checkpoints_keeps_the_newest_n(tmp_path):
@@ -64,9 +59,9 @@ def test_keep_checkpoints_keeps_the_newest_n(tmp_path):
 
 
 @pytest.mark.parametrize('damage', ['truncate', 'delete_index'])
-def test_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caplog, damage):
+def test_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, ten_step_run, caplog,
+                                                                 damage):
   source = make_source()
-  train.train_and_evaluate(_config(tmp_path), None, source)
   newest = tmp_path / 'checkpoints' / 'ckpt-10'
   if damage == 'truncate':
     data = tmp_path / 'checkpoints' / 'ckpt-10.data-00000-of-00001'
@@ -80,8 +75,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caplog
   assert outcome.metrics['global_step'] == 15
 
 
-def test_checkpoint_of_another_data_set_is_refused_and_left_alone(tmp_path):
-  train.train_and_evaluate(_config(tmp_path), None, make_source())
+def test_checkpoint_of_another_data_set_is_refused_and_left_alone(tmp_path, ten_step_run):
   before = _snapshot(tmp_path)
   with pytest.raises(UserError, match='come from another model or data set .*num_classes: '
                      'checkpoint 10 vs now 5.*nothing was overwritten'):
@@ -90,17 +84,15 @@ def test_checkpoint_of_another_data_set_is_refused_and_left_alone(tmp_path):
   assert _snapshot(tmp_path) == before
 
 
-def test_checkpoint_that_does_not_fit_the_model_is_refused(tmp_path):
-  train.train_and_evaluate(_config(tmp_path), None, make_source())
+def test_checkpoint_that_does_not_fit_the_model_is_refused(tmp_path, ten_step_run):
   os.remove(tmp_path / 'checkpoints' / checkpointing.SIGNATURE_FILE)
   with pytest.raises(UserError, match='does not fit this model'):
     train.train_and_evaluate(_config(tmp_path, train_steps=20), None,
                              make_source(num_classes=5))
 
 
-def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path, ten_step_run):
   source = make_source()
-  train.train_and_evaluate(_config(tmp_path), None, source)
   good = tf.train.load_checkpoint(str(tmp_path / 'checkpoints' / 'ckpt-10'))
   images, labels = source._splits['train']  # pylint: disable=protected-access
   poisoned = images.astype(np.float32)
@@ -134,12 +126,13 @@ def test_resume_under_mirrored_and_from_mirrored_into_one_device(tmp_path, mirro
 
 def test_best_checkpoint_tracks_eval_accuracy(tmp_path):
   outcome = train.train_and_evaluate(_config(tmp_path, train_steps=48), None, make_source())
-  best = checkpointing._read_json(str(tmp_path / 'best' / 'best.json'))  # pylint: disable=protected-access
+  best = records.read_json(str(tmp_path / 'best' / 'best.json'))
   assert best['step'] in (16, 32, 48)  # Epoch ends: 512 examples / 32 per batch.
   assert best['eval_accuracy'] >= outcome.metrics['eval_accuracy']
   assert tf.train.latest_checkpoint(str(tmp_path / 'best')).endswith(f'ckpt-{best["step"]}')
 
 
+@pytest.mark.slow
 def test_export_predicts_like_the_trained_model_on_real_images(tmp_path, cifar_dir):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   config = Config(data_dir=cifar_dir, model_dir=str(tmp_path / 'run'), epochs=0,

@@ -4,8 +4,8 @@ from absl import flags
 import pytest
 
 from tests.conftest import REPO
+from trainer.core.config import Config
 from trainer import flags as trainer_flags
-from trainer.config import Config
 
 PRESETS = sorted((REPO / 'configs').glob('*.cfg'))
 TUTORIAL_BATCH, TUTORIAL_RATE = 64, 1e-3

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import data_order
+from trainer.data import order
 
 _MASK32 = 0xFFFFFFFF
 
 
 def _mix(x):
-  """data_order.mix, written again in NumPy from its definition."""
+  """order.mix, written again in NumPy from its definition."""
   x = np.asarray(x, np.uint64)
   x ^= x >> np.uint64(16)
   x = (x * np.uint64(0x21F0AAAD)) & np.uint64(_MASK32)
@@ -21,7 +21,7 @@ def _mix(x):
 
 def test_mix_is_the_documented_hash_and_spreads_neighbours():
   values = np.arange(100_000, dtype=np.int64)
-  mixed = data_order.mix(tf.constant(values)).numpy()
+  mixed = order.mix(tf.constant(values)).numpy()
   np.testing.assert_array_equal(mixed, _mix(values).astype(np.int64))
   assert len(np.unique(mixed)) == len(values)  # No collisions: it is a bijection.
   assert abs(np.mean(mixed & 1) - 0.5) < 0.01  # Low bits of neighbours look random.
@@ -29,27 +29,27 @@ def test_mix_is_the_documented_hash_and_spreads_neighbours():
 
 @pytest.mark.parametrize('size,capacity', [(10, 10), (101, 102), (1000, 1000)])
 def test_permutation_covers_the_shard_and_leaves_padding_last(size, capacity):
-  permutation = data_order.epoch_permutation(size, capacity, seed=3, epoch=0, worker=1).numpy()
+  permutation = order.epoch_permutation(size, capacity, seed=3, epoch=0, worker=1).numpy()
   assert sorted(permutation[:size]) == list(range(size))
   assert sorted(permutation[size:]) == list(range(size, capacity))
 
 
 def test_permutations_differ_by_seed_epoch_and_worker_but_not_by_compiler():
-  def order(seed=0, epoch=0, worker=0):
-    return data_order.epoch_permutation(500, 500, seed, epoch, worker).numpy()
-  base = order()
-  for other in (order(seed=1), order(epoch=1), order(worker=1)):
+  def permutation(seed=0, epoch=0, worker=0):
+    return order.epoch_permutation(500, 500, seed, epoch, worker).numpy()
+  base = permutation()
+  for other in (permutation(seed=1), permutation(epoch=1), permutation(worker=1)):
     assert not np.array_equal(base, other)
-  np.testing.assert_array_equal(base, order())
+  np.testing.assert_array_equal(base, permutation())
   # XLA, as on a TPU or with --jit_compile, must find the same order.
-  compiled = tf.function(lambda: data_order.epoch_permutation(500, 500, 0, 0, 0),
+  compiled = tf.function(lambda: order.epoch_permutation(500, 500, 0, 0, 0),
                          jit_compile=True)
   np.testing.assert_array_equal(base, compiled().numpy())
 
 
 def _reference_augment(images, seed, step, worker, shift):
   """Flip, then shift with zero fill, per image, from the documented random bits."""
-  key = int(data_order.derive_key(seed, 2, step, worker).numpy())
+  key = int(order.derive_key(seed, 2, step, worker).numpy())
   out = []
   for index, image in enumerate(images):
     bits = int(_mix(index ^ key))
@@ -67,9 +67,9 @@ def _reference_augment(images, seed, step, worker, shift):
 @pytest.mark.parametrize('shift', [False, True])
 def test_augmentation_flips_and_shifts_each_image_as_documented(shift):
   images = np.random.default_rng(0).integers(1, 256, size=(256, 12, 10, 3), dtype=np.uint8)
-  augmented = data_order.augment(tf.constant(images), 5, 17, 1, shift).numpy()
+  augmented = order.augment(tf.constant(images), 5, 17, 1, shift).numpy()
   np.testing.assert_array_equal(augmented, _reference_augment(images, 5, 17, 1, shift))
-  compiled = tf.function(lambda x: data_order.augment(x, 5, 17, 1, shift), jit_compile=True)
+  compiled = tf.function(lambda x: order.augment(x, 5, 17, 1, shift), jit_compile=True)
   np.testing.assert_array_equal(augmented, compiled(tf.constant(images)).numpy())
   # Both flips occur, and with shifts every offset of -4..4 pixels in each direction.
   if not shift:
@@ -78,5 +78,5 @@ def test_augmentation_flips_and_shifts_each_image_as_documented(shift):
   else:
     zero_rows = {int(np.sum(np.all(a == 0, axis=(1, 2)))) for a in augmented}
     assert zero_rows == set(range(5))  # 0..4 blank rows: shifts of 0..4 either way.
-  other_step = data_order.augment(tf.constant(images), 5, 18, 1, shift).numpy()
+  other_step = order.augment(tf.constant(images), 5, 18, 1, shift).numpy()
   assert not np.array_equal(augmented, other_step)

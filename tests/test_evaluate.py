@@ -8,17 +8,22 @@ import sys
 import numpy as np
 import pytest
 
-from tests import image_folders
-from tests import tb_events
 from tests.conftest import REPO
+from tests import forked
+from tests import image_folders
 from tests.process_output import Lines
-from trainer import evaluation
-from trainer import train
-from trainer.config import Config
+from tests import tb_events
+from trainer.core.config import Config
+from trainer.jobs import evaluation
+from trainer.jobs import train
+from trainer.run_folder import records
+
+# One worker runs them all: they share the module's run.
+pytestmark = pytest.mark.xdist_group('evaluated_run')
 
 
 def _evaluate(*args, timeout=180):
-  return subprocess.run([sys.executable, '-m', 'trainer.evaluate', *args], cwd=REPO,
+  return forked.run([sys.executable, '-m', 'trainer.evaluate', *args], cwd=REPO,
                         capture_output=True, text=True, timeout=timeout)
 
 
@@ -95,7 +100,7 @@ def test_watch_skips_a_checkpoint_deleted_after_listing(finished_run, tmp_path):
   subprocess.run(['cp', '-r', str(model_dir), str(copy)], check=True)
   for path in (copy / 'checkpoints').glob('ckpt-9.*'):
     path.unlink()
-  evaluator = evaluation.Evaluator(evaluation.read_run_config(str(copy)), str(copy), 'test')
+  evaluator = evaluation.Evaluator(records.read_run_config(str(copy)), str(copy), 'test')
   now = [0.0]
   results = evaluation.watch(evaluator, poll_seconds=1, timeout=5, clock=lambda: now[0],
                              sleep=lambda seconds: now.__setitem__(0, now[0] + seconds))
@@ -110,12 +115,12 @@ def test_watch_beside_a_training_process(tmp_path, keep):
   is written, often while the watcher reads it."""
   image_folders.write(tmp_path / 'images')
   model_dir = tmp_path / 'run'
-  trainer = subprocess.Popen(
+  trainer = forked.Popen(
       [sys.executable, '-m', 'trainer.main', '--dataset=image_folder',
        f'--data_dir={tmp_path / "images"}', f'--model_dir={model_dir}', '--batch_size=8',
-       '--train_steps=120', '--steps_per_loop=3', f'--keep_checkpoints={keep}'],
+       '--train_steps=60', '--steps_per_loop=3', f'--keep_checkpoints={keep}'],
       cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  watcher = subprocess.Popen(
+  watcher = forked.Popen(
       [sys.executable, '-m', 'trainer.evaluate', f'--model_dir={model_dir}', '--watch',
        '--poll_seconds=0.05', '--watch_timeout=120'],
       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -132,7 +137,7 @@ def test_watch_beside_a_training_process(tmp_path, keep):
   assert 'Traceback' not in watch_log
   saved = {int(step) for step in re.findall(r'saved checkpoint \S+/ckpt-(\d+)', trainer_output)}
   evaluated = [int(step) for step in re.findall(r'^step (\d+)  test  loss', watched, re.M)]
-  assert evaluated == sorted(set(evaluated)) and evaluated[-1] == 120  # Ends after the last.
+  assert evaluated == sorted(set(evaluated)) and evaluated[-1] == 60  # Ends after the last.
   assert set(evaluated) <= saved
   for step in evaluated:
     written = json.loads((model_dir / f'eval_test_{step}.json').read_text())
@@ -140,5 +145,5 @@ def test_watch_beside_a_training_process(tmp_path, keep):
   steps_in_tensorboard = [s for s, _ in tb_events.scalars(model_dir / 'eval_test')['accuracy']]
   assert steps_in_tensorboard == evaluated
   final = json.loads((model_dir / 'results.json').read_text())
-  last = json.loads((model_dir / 'eval_test_120.json').read_text())
+  last = json.loads((model_dir / 'eval_test_60.json').read_text())
   assert last['eval_accuracy'] == pytest.approx(final['eval_accuracy'], abs=1e-6)

@@ -9,11 +9,11 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.lib.io import file_io  # pylint: disable=g-direct-tensorflow-import
 
-from tests.conftest import make_source
-from trainer import checkpointing
-from trainer import train
-from trainer.config import Config
-from trainer.errors import UserError
+from tests.conftest import TEN_STEPS, make_source
+from trainer.core.config import Config
+from trainer.core.errors import UserError
+from trainer.jobs import train
+from trainer.run_folder import checkpointing
 
 
 def _config(model_dir, **overrides):
@@ -21,6 +21,11 @@ def _config(model_dir, **overrides):
                 steps_per_loop=5, checkpoint_every_steps=5)
   values.update(overrides)
   return Config(**values)
+
+
+def _resumed(model_dir):
+  """The ten-step run (conftest.TEN_STEPS), continued to step 20."""
+  return Config(**dict(TEN_STEPS, model_dir=str(model_dir), train_steps=20))
 
 
 def _listed_steps(model_dir):
@@ -33,9 +38,8 @@ def _disk_full(*args, **kwargs):
 
 
 def test_disk_full_mid_checkpoint_stops_and_the_rerun_resumes_from_the_last_whole_one(
-    tmp_path, monkeypatch, caplog):
+    tmp_path, ten_step_run, monkeypatch, caplog):
   source = make_source()
-  train.train_and_evaluate(_config(tmp_path), None, source)
   checkpoints = tmp_path / checkpointing.CHECKPOINT_DIR
   real_write = file_io.atomic_write_string_to_file
 
@@ -53,12 +57,12 @@ def test_disk_full_mid_checkpoint_stops_and_the_rerun_resumes_from_the_last_whol
       f'could not write the checkpoint of step 15 in {checkpoints} \\(No space left on '
       'device\\); the newest complete checkpoint \\(step 10\\) is intact and a rerun resumes '
       'from it; free space or restore write access, then rerun')):
-    train.train_and_evaluate(_config(tmp_path, train_steps=20), None, source)
+    train.train_and_evaluate(_resumed(tmp_path), None, source)
   assert _listed_steps(tmp_path) == [5, 10]  # The half-written ckpt-15 is listed nowhere.
 
   monkeypatch.undo()
   caplog.set_level('INFO')
-  outcome = train.train_and_evaluate(_config(tmp_path, train_steps=20), None, source)
+  outcome = train.train_and_evaluate(_resumed(tmp_path), None, source)
   assert 'resumed from step 10' in caplog.text and 'damaged' not in caplog.text
   assert outcome.metrics['global_step'] == 20
   assert _listed_steps(tmp_path)[-1] == 20

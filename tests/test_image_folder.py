@@ -2,18 +2,18 @@
 
 import collections
 import json
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests import image_folders
 from tests.conftest import REPO, run_workers
-from trainer import image_folder
-from trainer import input_pipeline
-from trainer.errors import UserError
+from tests import forked
+from tests import image_folders
+from trainer.core.errors import UserError
+from trainer.data import image_folder
+from trainer.data import pipeline
 
 
 @pytest.fixture
@@ -54,8 +54,8 @@ def test_image_size_and_grey_first_image(tmp_path):
 def test_trains_under_mirrored_each_example_once_per_epoch(folder, tmp_path, mirrored):
   root, labels = folder
   source = image_folder.ImageFolderSource(str(root))
-  iterator = input_pipeline.distributed_train_iterator(mirrored, source, 8, 3, seed=1,
-                                                       shuffle_buffer=1000)
+  iterator = pipeline.distributed_train_iterator(mirrored, source, 8, 3, seed=1,
+                                                 shuffle_buffer=1000)
   for _ in range(2):  # Two epochs of 3 steps, 2 replicas.
     seen = collections.Counter()
     for _ in range(3):
@@ -68,7 +68,7 @@ def test_trains_under_mirrored_each_example_once_per_epoch(folder, tmp_path, mir
     assert seen == collections.Counter(list(labels['train']))  # Each once.
   # Training in a process of its own: collectives of earlier tests' MirroredStrategies in
   # this process keep their instance keys, and a model of another shape would collide.
-  result = subprocess.run(
+  result = forked.run(
       [sys.executable, '-m', 'trainer.main', '--dataset=image_folder', f'--data_dir={root}',
        f'--model_dir={tmp_path / "run"}', '--strategy=mirrored', '--num_cpu_devices=2',
        '--batch_size=8', '--epochs=2', '--steps_per_loop=3'],
@@ -126,7 +126,7 @@ def _break(root, case):
 
 
 def _train(root, model_dir, *flags):
-  return subprocess.run(
+  return forked.run(
       [sys.executable, '-m', 'trainer.main', '--dataset=image_folder', f'--data_dir={root}',
        f'--model_dir={model_dir}', '--batch_size=8', '--train_steps=2', '--steps_per_loop=2',
        *flags], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -159,7 +159,7 @@ def test_skip_bad_images_leaves_damaged_ones_out_and_counts_them(folder, tmp_pat
 
 def test_image_options_need_the_image_folder_data_set():
   with pytest.raises(UserError, match='only apply to --dataset=image_folder'):
-    input_pipeline.create_source('synthetic', image_size='8,8')
+    pipeline.create_source('synthetic', image_size='8,8')
   with pytest.raises(UserError, match='--image_size must be HEIGHT,WIDTH'):
     image_folder.parse_image_size('8x8')
   with pytest.raises(UserError, match='needs --data_dir'):

@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import EVAL_ID_0, example_ids as _ids, id_source as _id_source
-from trainer import input_pipeline
+from trainer.data import pipeline
+from trainer.data import sources
 
 
 def _context(pipelines=1, pipeline_id=0, replicas=1):
@@ -14,8 +15,8 @@ def _context(pipelines=1, pipeline_id=0, replicas=1):
 
 
 def test_train_batches_shapes_dtypes_and_range(small_source):
-  ds = input_pipeline.train_dataset(small_source, _context(replicas=2), global_batch=64,
-                                    steps_per_epoch=8, seed=1, shuffle_buffer=1000)
+  ds = pipeline.train_dataset(small_source, _context(replicas=2), global_batch=64,
+                              steps_per_epoch=8, seed=1, shuffle_buffer=1000)
   images, labels = next(iter(ds))
   assert images.shape == (32, 32, 32, 3) and images.dtype == tf.float32
   assert labels.shape == (32,) and labels.dtype == tf.int64
@@ -28,8 +29,8 @@ def test_train_batches_shapes_dtypes_and_range(small_source):
 @pytest.mark.parametrize('cache', [True, False])
 def test_each_epoch_is_a_permutation_with_its_own_order(cache):
   source = _id_source(num_train=100, num_eval=10)
-  ds = input_pipeline.train_dataset(source, _context(), global_batch=10, steps_per_epoch=10,
-                                    seed=3, shuffle_buffer=1000, cache=cache)
+  ds = pipeline.train_dataset(source, _context(), global_batch=10, steps_per_epoch=10,
+                              seed=3, shuffle_buffer=1000, cache=cache)
   batches = [_ids(images) for images, _ in ds.take(20)]
   first, second = np.concatenate(batches[:10]), np.concatenate(batches[10:])
   assert sorted(first) == sorted(second) == list(range(100))
@@ -39,7 +40,7 @@ def test_each_epoch_is_a_permutation_with_its_own_order(cache):
 @pytest.mark.parametrize('cache', [True, False])
 def test_order_depends_only_on_seed_and_step_so_resume_sees_the_same_batches(cache):
   source = _id_source(num_train=120, num_eval=10)
-  make = lambda start, seed=5: input_pipeline.train_dataset(
+  make = lambda start, seed=5: pipeline.train_dataset(
       source, _context(), global_batch=8, steps_per_epoch=15, seed=seed, shuffle_buffer=1000,
       start_step=start, cache=cache)
   full = [_ids(images) for images, _ in make(0).take(40)]
@@ -53,7 +54,7 @@ def test_order_depends_only_on_seed_and_step_so_resume_sees_the_same_batches(cac
 def test_eval_counts_every_example_exactly_once_across_two_replicas(mirrored, num_eval,
                                                                     global_batch):
   source = _id_source(num_train=64, num_eval=num_eval)
-  dataset, steps = input_pipeline.distributed_eval_dataset(mirrored, source, global_batch)
+  dataset, steps = pipeline.distributed_eval_dataset(mirrored, source, global_batch)
   seen = collections.Counter()
   shapes = set()
   iterator = iter(dataset)
@@ -68,11 +69,11 @@ def test_eval_counts_every_example_exactly_once_across_two_replicas(mirrored, nu
 
 def test_eval_shards_across_workers_cover_the_split_once():
   source = _id_source(num_train=64, num_eval=1001)
-  steps = input_pipeline.eval_steps(1001, num_shards=3, global_batch=12)
+  steps = pipeline.eval_steps(1001, num_shards=3, global_batch=12)
   seen = collections.Counter()
-  for pipeline in range(3):
-    ds = input_pipeline.eval_dataset(source, _context(3, pipeline, replicas=6),
-                                     global_batch=12, steps=steps)
+  for worker in range(3):
+    ds = pipeline.eval_dataset(source, _context(3, worker, replicas=6),
+                               global_batch=12, steps=steps)
     batches = list(ds)
     assert len(batches) == steps * 2  # 2 local replicas, one batch each per step.
     for images, _, weights in batches:
@@ -84,17 +85,17 @@ def test_eval_shards_across_workers_cover_the_split_once():
 def test_train_shards_across_workers_are_disjoint(cache):
   source = _id_source(num_train=200, num_eval=10)
   shards = []
-  for pipeline in range(2):
-    ds = input_pipeline.train_dataset(source, _context(2, pipeline, replicas=2), global_batch=20,
-                                      steps_per_epoch=10, seed=0, shuffle_buffer=1000,
-                                      cache=cache)
+  for worker in range(2):
+    ds = pipeline.train_dataset(source, _context(2, worker, replicas=2), global_batch=20,
+                                steps_per_epoch=10, seed=0, shuffle_buffer=1000,
+                                cache=cache)
     shards.append(set(np.concatenate([_ids(images) for images, _ in ds.take(10)]).tolist()))
   assert not shards[0] & shards[1]
   assert len(shards[0] | shards[1]) == 200
 
 
 def test_distributed_train_iterator_gives_per_replica_batches(mirrored, small_source):
-  iterator = input_pipeline.distributed_train_iterator(
+  iterator = pipeline.distributed_train_iterator(
       mirrored, small_source, global_batch=32, steps_per_epoch=16, seed=0, shuffle_buffer=100)
   images, labels = next(iterator)
   local = mirrored.experimental_local_results(images)
@@ -103,8 +104,8 @@ def test_distributed_train_iterator_gives_per_replica_batches(mirrored, small_so
 
 
 def test_synthetic_data_stays_on_the_replica_devices(mirrored):
-  source = input_pipeline.SyntheticSource()
-  iterator = input_pipeline.distributed_train_iterator(
+  source = sources.SyntheticSource()
+  iterator = pipeline.distributed_train_iterator(
       mirrored, source, global_batch=8, steps_per_epoch=10, seed=0, shuffle_buffer=1)
   first, second = next(iterator), next(iterator)
   assert first is second  # One resident batch, no input pipeline.
@@ -115,7 +116,7 @@ def test_synthetic_data_stays_on_the_replica_devices(mirrored):
 
 def test_first_examples_are_the_stored_training_examples_in_order():
   source = _id_source(num_train=40, num_eval=10)
-  images, labels = input_pipeline.first_examples(source, 25)
+  images, labels = sources.first_examples(source, 25)
   assert images.dtype == np.uint8 and images.shape == (25, 8, 8, 3)
   np.testing.assert_array_equal(_ids(images / 255.0), np.arange(25))
   assert labels == [i % 10 for i in range(25)]
@@ -124,7 +125,7 @@ def test_first_examples_are_the_stored_training_examples_in_order():
 @pytest.mark.parametrize('cache', [True, False])
 def test_augmentation_flips_and_shifts_reproducibly_and_resumes_exactly(cache):
   source = _id_source(num_train=64, num_eval=10, shape=(16, 16, 3))
-  make = lambda start=0, augment='flip_shift': input_pipeline.train_dataset(
+  make = lambda start=0, augment='flip_shift': pipeline.train_dataset(
       source, _context(), global_batch=8, steps_per_epoch=8, seed=2, shuffle_buffer=100,
       start_step=start, augment=augment, cache=cache)
   plain = [images.numpy() for images, _ in make(augment='none').take(16)]
@@ -148,11 +149,11 @@ def test_augmentation_flips_and_shifts_reproducibly_and_resumes_exactly(cache):
 @pytest.mark.parametrize('cache,threads', [(False, 0), (True, 2)])
 def test_pipeline_options_change_speed_not_data(cache, threads):
   source = _id_source(num_train=48, num_eval=10)
-  make = lambda **kw: [_ids(images).tolist() for images, _ in input_pipeline.train_dataset(
+  make = lambda **kw: [_ids(images).tolist() for images, _ in pipeline.train_dataset(
       source, _context(), global_batch=8, steps_per_epoch=6, seed=4, shuffle_buffer=100,
       **kw).take(12)]
   assert make(cache=cache, threads=threads) == make(cache=cache)
-  evaluated = input_pipeline.eval_dataset(source, _context(), global_batch=4, steps=3,
-                                          cache=cache, threads=threads)
+  evaluated = pipeline.eval_dataset(source, _context(), global_batch=4, steps=3,
+                                    cache=cache, threads=threads)
   assert sorted(np.concatenate([_ids(i) for i, _, _ in evaluated]).tolist()) == \
       sorted([EVAL_ID_0 + i for i in range(10)] + [0, 0])

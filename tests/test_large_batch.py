@@ -3,7 +3,6 @@
 import json
 import math
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -11,15 +10,17 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO, make_source
+from tests import forked
 from tests.test_configs import load
-from trainer import input_pipeline
-from trainer import models
-from trainer import optimizers
+from trainer.core.config import OPTIMIZERS, Config
+from trainer.core.errors import UserError
+from trainer.data import pipeline
+from trainer.jobs import train
+from trainer.model import cnn
+from trainer.model import optimizers
+from trainer.model import steps
 from trainer import predict
-from trainer import steps
-from trainer import train
-from trainer.config import OPTIMIZERS, Config
-from trainer.errors import UserError
+from trainer.run_folder import records
 
 
 def _config(tmp_path, **overrides):
@@ -30,17 +31,17 @@ def _config(tmp_path, **overrides):
 
 
 @pytest.mark.slow
-def test_each_optimizer_lowers_the_loss_and_resumes_bit_exactly(tmp_path):
-  result = subprocess.run(
-      [sys.executable, '-m', 'tests.optimizer_resume_child', str(tmp_path), *OPTIMIZERS],
-      cwd=REPO, capture_output=True, text=True, timeout=900)
+@pytest.mark.parametrize('optimizer', OPTIMIZERS)
+def test_each_optimizer_lowers_the_loss_and_resumes_bit_exactly(tmp_path, optimizer):
+  result = forked.run(
+      [sys.executable, '-m', 'tests.optimizer_resume_child', str(tmp_path), optimizer],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{')]
-  assert [r['optimizer'] for r in reports] == list(OPTIMIZERS)
-  for report in reports:
-    assert report['identical'] and report['identical_eval'], report
-    assert report['final_eval_loss'] < report['first_eval_loss'], report
-    assert report['final_eval_loss'] < 0.97 * math.log(10), report
+  (report,) = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{')]
+  assert report['optimizer'] == optimizer
+  assert report['identical'] and report['identical_eval'], report
+  assert report['final_eval_loss'] < report['first_eval_loss'], report
+  assert report['final_eval_loss'] < 0.97 * math.log(10), report
 
 
 @pytest.mark.parametrize('scaling,batch,expected', [
@@ -75,7 +76,7 @@ def test_the_run_says_and_records_the_effective_rate(tmp_path, small_source, cap
   config = _config(tmp_path, learning_rate=1e-3, lr_scaling='sqrt', base_batch_size=8)
   train.train_and_evaluate(config, None, small_source)
   assert 'optimizer adam, learning rate 0.002 (sqrt scaling of 0.001 at batch 8' in caplog.text
-  with open(tmp_path / 'run' / train.CONFIG_FILE) as f:
+  with open(tmp_path / 'run' / records.CONFIG_FILE) as f:
     assert json.load(f)['scaled_learning_rate'] == pytest.approx(2e-3)
 
 
@@ -107,7 +108,7 @@ def test_weight_averages_are_the_hand_computed_ones_and_the_raw_weights_return(m
   source = make_source()
   config = Config(batch_size=32, ema_decay=decay, learning_rate=1e-2, steps_per_loop=1)
   trainer = steps.Trainer(config, mirrored, source.info)
-  iterator = input_pipeline.distributed_train_iterator(
+  iterator = pipeline.distributed_train_iterator(
       mirrored, source, 32, steps_per_epoch=16, seed=0, shuffle_buffer=512)
   average = None
   for _ in range(4):
@@ -134,7 +135,7 @@ def _accuracy(model_or_serve, images, labels, flip=False, serve=False):
 
 
 def test_flip_at_eval_averages_the_logits_of_the_two_views():
-  model = models.create_model((16, 16, 3), 4)
+  model = cnn.create_model((16, 16, 3), 4)
   images = tf.random.uniform((5, 16, 16, 3), seed=1)
   expected = (model(images).numpy() + model(images.numpy()[:, :, ::-1, :]).numpy()) / 2
   np.testing.assert_allclose(steps.eval_logits(model, images, True).numpy(), expected,
@@ -152,7 +153,7 @@ def test_evaluation_best_and_export_use_the_reported_weights(tmp_path, ema_decay
   trainer = outcome.trainer
   with trainer.averaged_weights():
     reported = trainer.model.get_weights()
-  plain = models.create_model(source.info.image_shape, source.info.num_classes)
+  plain = cnn.create_model(source.info.image_shape, source.info.num_classes)
   plain.set_weights(reported)
   accuracy = _accuracy(plain, images, labels, flip=eval_flip)
   assert outcome.metrics['eval_accuracy'] == pytest.approx(accuracy, abs=1e-6)
@@ -174,20 +175,33 @@ def test_evaluation_best_and_export_use_the_reported_weights(tmp_path, ema_decay
 @pytest.mark.slow
 def test_batch_scaling_benchmark_smoke(tmp_path, cifar_dir):
   out = tmp_path / 'scaling'
-  result = subprocess.run(
-      [sys.executable, '-m', 'benchmarks.batch_scaling', '--smoke', f'--data_dir={cifar_dir}',
-       '--batch_sizes=64,256', '--seeds=1,2', f'--out={out}', '--', '--eval_flip'],
+  result = forked.run(
+      [sys.executable, '-m', 'tests.benchmark_smoke', 'benchmarks.batch_scaling', '--smoke',
+       f'--data_dir={cifar_dir}', '--batch_sizes=64,256', '--seeds=1', f'--out={out}', '--',
+       '--eval_flip'],
       cwd=REPO, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   with open(out / 'scaling.json') as f:
     report = json.load(f)
   assert [row['batch_size'] for row in report['summary']] == [64, 256]
-  assert [row['seeds'] for row in report['summary']] == [2, 2]
-  assert [(r['batch_size'], r['seed']) for r in report['runs']] == [
-      (64, 1), (64, 2), (256, 1), (256, 2)]
+  assert [(r['batch_size'], r['seed']) for r in report['runs']] == [(64, 1), (256, 1)]
   for row in report['summary']:
     assert row['min_accuracy'] <= row['median_accuracy'] <= row['max_accuracy']
   assert report['summary'][1]['learning_rate'] == pytest.approx(
       2 * report['summary'][0]['learning_rate'])  # configs/scaling.cfg: square-root scaling.
   assert os.path.getsize(out / 'scaling.png') > 1000
   assert '--eval_flip' in report['recipe']
+
+
+def test_batch_scaling_summarizes_each_batch_over_its_seeds():
+  from benchmarks import batch_scaling  # pylint: disable=g-import-not-at-top
+  runs = [{'batch_size': b, 'seed': s, 'eval_accuracy': a, 'train_seconds': t,
+           'steps': 3905 // (b // 64), 'learning_rate': 1e-3 * b / 64}
+          for b, s, a, t in [(64, 1, 0.70, 10), (64, 2, 0.72, 12), (64, 3, 0.71, 11),
+                             (256, 1, 0.60, 5), (256, 2, 0.64, 4)]]
+  assert batch_scaling.summarize(runs) == [
+      {'batch_size': 64, 'median_accuracy': 0.71, 'min_accuracy': 0.70, 'max_accuracy': 0.72,
+       'median_train_seconds': 11, 'steps': 3905, 'learning_rate': 1e-3, 'seeds': 3},
+      {'batch_size': 256, 'median_accuracy': pytest.approx(0.62), 'min_accuracy': 0.60,
+       'max_accuracy': 0.64, 'median_train_seconds': 4.5, 'steps': 976,
+       'learning_rate': 4e-3, 'seeds': 2}]

@@ -13,9 +13,9 @@ import yaml
 from launch import k8s_entrypoint
 from launch import tf_config
 from tests.conftest import REPO
+from trainer.core import distribute
+from trainer.core.errors import EXIT_PEER_LOST, EXIT_PREEMPTED, EXIT_USER_ERROR
 from trainer import flags as trainer_flags
-from trainer import strategy as strategy_lib
-from trainer.errors import EXIT_PEER_LOST, EXIT_PREEMPTED, EXIT_USER_ERROR
 
 MANIFEST = REPO / 'launch' / 'k8s' / 'multi_worker.yaml'
 
@@ -48,7 +48,7 @@ def test_every_derived_tf_config_is_one_the_trainer_accepts(monkeypatch, with_ch
   for index in range(3):
     config = tf_config.tf_config(['a:1', 'b:1', 'c:1'], index, with_chief)
     monkeypatch.setenv('TF_CONFIG', json.dumps(config))
-    assert strategy_lib._validate_tf_config() == config  # pylint: disable=protected-access
+    assert distribute._validate_tf_config() == config  # pylint: disable=protected-access
 
 
 @pytest.mark.parametrize('env,message', [
@@ -162,7 +162,7 @@ def test_bad_input_ends_the_jobset_and_anything_else_restarts_all_pods(manifest)
 
 
 def test_a_restarted_chief_may_take_over_its_own_lease(manifest):
-  from trainer import run_lock  # pylint: disable=g-import-not-at-top
+  from trainer.run_folder import run_lock  # pylint: disable=g-import-not-at-top
   container = _job(manifest)['spec']['template']['spec']['containers'][0]
   (job_id,) = [e for e in container['env'] if e['name'] == run_lock.JOB_ID_VARIABLE]
   # The JobSet's uid survives its restarts; a new JobSet gets a new one.

@@ -1,5 +1,5 @@
-"""The console a person reads and the JSON lines Cloud Logging parses (trainer/logs.py,
-trainer/progress.py), on real runs of `python -m trainer.main`."""
+"""The console a person reads and the JSON lines Cloud Logging parses (trainer/report/logs.py,
+trainer/report/progress.py), on real runs of `python -m trainer.main`."""
 
 import json
 import logging
@@ -11,8 +11,9 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from trainer import logs
-from trainer import progress
+from tests import forked
+from trainer.report import logs
+from trainer.report import progress
 
 TIME = r'\d\d:\d\d:\d\d  '
 ABSL_PREFIX = re.compile(r'^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]')
@@ -22,15 +23,18 @@ ABSL_PREFIX = re.compile(r'^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]')
 # file descriptor 2, and a stray print on stdout.
 _NOISY_MAIN = '''
 import logging, os, runpy, sys, warnings
-from trainer import logs
+from trainer.report import logs
 _setup = logs.setup
 def setup(*args):
   _setup(*args)
   warnings.warn('a library warning', UserWarning)
   logging.getLogger('tensorflow').warning('a TensorFlow warning')
   os.write(2, b'W0000 00:00:1764400000.000000    1234 native.cc:7] a C++ warning\\n')
+  os.write(2, b'E0000 00:00:1764400000.000000    1234 cuda_executor.cc:1309] failed call to '
+              b'cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\\n')
   print('a stray print')
 logs.setup = setup
+logs.NVIDIA_DRIVER = '/nonexistent/nvidia/version'  # As on a machine without a GPU.
 sys.argv[0] = 'trainer.main'
 runpy.run_module('trainer.main', run_name='__main__')
 '''
@@ -60,6 +64,8 @@ def test_default_console_is_plain_and_ends_with_a_summary_of_real_paths(tmp_path
   assert re.search(TIME + r'WARNING: .*UserWarning: a library warning$', text, re.M)
   assert re.search(TIME + r'WARNING: a TensorFlow warning$', text, re.M)
   assert re.search(TIME + r'WARNING: a C\+\+ warning$', text, re.M)
+  # TensorFlow's CUDA probe finding no GPU is no error of the run: without -v it is not shown.
+  assert 'cuInit' not in text and 'ERROR' not in text
   assert result.stdout == 'a stray print\n'
   assert re.search(TIME + r'tracing and compiling the training loop', text)
   first, *later = [line for line in lines if ' step ' in line and ' loss ' in line]
@@ -78,8 +84,8 @@ def test_default_console_is_plain_and_ends_with_a_summary_of_real_paths(tmp_path
   image = tmp_path / 'cat.png'
   from PIL import Image  # pylint: disable=g-import-not-at-top
   Image.new('RGB', (32, 32), (200, 120, 40)).save(image)
-  predicted = subprocess.run([sys.executable, '-m', 'trainer.predict', f'--model={export_dir}',
-                              str(image)], cwd=REPO, capture_output=True, text=True, timeout=120)
+  predicted = forked.run([sys.executable, '-m', 'trainer.predict', f'--model={export_dir}',
+                          str(image)], cwd=REPO, capture_output=True, text=True, timeout=120)
   assert predicted.returncode == 0, predicted.stderr[-2000:]
 
 
@@ -202,7 +208,26 @@ def test_tensorflow_cpp_lines_are_recognised():
   assert logs._native_record('Traceback (most recent call last):') is None  # pylint: disable=protected-access
 
 
+@pytest.mark.parametrize('driver', [False, True])
+def test_the_cuda_probe_is_an_error_only_where_there_is_an_nvidia_driver(
+    tmp_path, monkeypatch, driver):
+  version = tmp_path / 'version'
+  if driver:
+    version.write_text('NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15\n')
+  monkeypatch.setattr(logs, 'NVIDIA_DRIVER', str(version))
+  record = logs._native_record(  # pylint: disable=protected-access
+      'E0000 00:00:1764400000.000000    1234 cuda_executor.cc:1309] failed call to cuInit: '
+      'INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)')
+  if driver:
+    assert record.levelno == logging.ERROR
+    assert record.getMessage().startswith('failed call to cuInit')
+  else:
+    assert record.levelno == logging.INFO
+    assert record.getMessage().startswith('no NVIDIA driver on this machine: TensorFlow uses '
+                                          'the CPU (failed call to cuInit: ')
+
+
 def test_worker_label_of_a_single_process_run_is_none():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from trainer import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
-  assert strategy_lib.task_label(tf.distribute.get_strategy()) is None
+  from trainer.core import distribute  # pylint: disable=g-import-not-at-top
+  assert distribute.task_label(tf.distribute.get_strategy()) is None

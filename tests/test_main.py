@@ -2,23 +2,21 @@
 
 import json
 import os
-import subprocess
 import sys
-import time
 
 import pytest
 
 from tests.conftest import REPO
+from tests import forked
 
 pytestmark = pytest.mark.slow
 
 
-def run_main(*args, env=None, timeout=120):
-  start = time.time()
-  result = subprocess.run([sys.executable, '-m', 'trainer.main', *args], cwd=REPO,
-                          env=dict(os.environ, **(env or {})), capture_output=True, text=True,
-                          timeout=timeout)
-  return result, time.time() - start
+def run_main(*args, env=None, timeout=300, cwd=REPO):
+  """`python -m trainer.main ARGS` from `cwd` (where a run without --model_dir makes runs/)."""
+  return forked.run([sys.executable, '-m', 'trainer.main', *args], cwd=cwd,
+                    env=dict(os.environ, PYTHONPATH=str(REPO), **(env or {})),
+                    capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize('args,env,message', [
@@ -34,16 +32,18 @@ def run_main(*args, env=None, timeout=120):
     (['--input=device', '--nocache'], {}, '--input=device holds the training data in device '
      'memory; it cannot stream it (--nocache): use --input=host with --nocache'),
     (['--input=device', '--device_data_max_mb=0'], {}, '--device_data_max_mb must be positive'),
-    (['--strategy=multi_worker', '--model_dir=/tmp/x'], {'TF_CONFIG': ''},
+    (['--strategy=multi_worker', '--model_dir=RUN'], {'TF_CONFIG': ''},
      'needs the TF_CONFIG environment variable'),
-    (['--strategy=multi_worker', '--model_dir=/tmp/x'], {'TF_CONFIG': ' \n'},
+    (['--strategy=multi_worker', '--model_dir=RUN'], {'TF_CONFIG': ' \n'},
      'needs the TF_CONFIG environment variable (cluster and task of this worker), but it is '
      'empty'),
-    (['--strategy=multi_worker', '--model_dir=/tmp/x'], {'TF_CONFIG': '{oops'},
+    (['--strategy=multi_worker', '--model_dir=RUN'], {'TF_CONFIG': '{oops'},
      'TF_CONFIG is not valid JSON'),
 ])
-def test_bad_input_exits_2_with_one_clear_line(args, env, message):
-  result, _ = run_main(*args, env=env)
+def test_bad_input_exits_2_with_one_clear_line(tmp_path, args, env, message):
+  # From tmp_path: the cases that get as far as making a run folder make it there.
+  result = run_main(*(a.replace('RUN', str(tmp_path / 'run')) for a in args), env=env,
+                    cwd=tmp_path)
   assert result.returncode == 2, result.stderr[-2000:]
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith('error: ') and message in last
@@ -51,42 +51,43 @@ def test_bad_input_exits_2_with_one_clear_line(args, env, message):
 
 
 def test_a_leftover_empty_tf_config_does_not_stop_a_single_host_run(tmp_path):
-  result, _ = run_main('--strategy=mirrored', '--num_cpu_devices=2', '--dataset=synthetic',
+  result = run_main('--strategy=mirrored', '--num_cpu_devices=2', '--dataset=synthetic',
                        '--train_steps=1', f'--model_dir={tmp_path}', env={'TF_CONFIG': ' '})
   assert result.returncode == 0, result.stderr[-2000:]
   assert 'final test loss' in result.stderr
 
 
 @pytest.mark.parametrize('flag', ['model_dir', 'checkpoint_dir', 'tensorboard_dir'])
-def test_an_unwritable_folder_fails_within_seconds_before_the_data(tmp_path, flag):
+def test_an_unwritable_folder_fails_before_the_data(tmp_path, flag):
   (tmp_path / 'file').write_text('')
   bad = tmp_path / 'file' / 'sub'
   # The data set is absent: reading it first would fail with another message.
-  result, seconds = run_main(f'--data_dir={tmp_path / "no_data"}',
-                             f'--model_dir={tmp_path / "run"}', f'--{flag}={bad}')
+  result = run_main(f'--data_dir={tmp_path / "no_data"}', f'--model_dir={tmp_path / "run"}',
+                    f'--{flag}={bad}')
   assert result.returncode == 2, result.stderr[-2000:]
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith('error: cannot write to the ') and f'(--{flag}) {bad}: ' in last
   assert 'is not a directory' in last and 'Traceback' not in result.stderr
-  assert seconds < 10
 
 
-def test_missing_dataset_without_network_fails_within_seconds(tmp_path):
+def test_missing_dataset_without_network_fails_before_any_download(tmp_path):
   # A proxy on a closed local port stands in for "no network", here and on a networked box.
+  # "no network" comes from the trainer's own probe, made before TFDS would start a download
+  # that retries for minutes.
   proxy = 'http://127.0.0.1:9'
-  result, seconds = run_main('--dataset=mnist', f'--data_dir={tmp_path}', env={
+  result = run_main('--dataset=mnist', f'--data_dir={tmp_path}', env={
       'HTTPS_PROXY': proxy, 'HTTP_PROXY': proxy, 'https_proxy': proxy, 'http_proxy': proxy,
       'NO_PROXY': '', 'no_proxy': ''})
   assert result.returncode == 2, result.stderr[-2000:]
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith('error: mnist is not in --data_dir') and 'no network' in last
-  assert seconds < 60
+  assert not (tmp_path / 'downloads').exists()  # TFDS's download folder: never started.
   assert 'Traceback' not in result.stderr
 
 
 def test_a_short_run_writes_its_run_folder(tmp_path):
   model_dir = tmp_path / 'run'
-  result, _ = run_main('--dataset=synthetic', '--train_steps=3', '--steps_per_loop=2',
+  result = run_main('--dataset=synthetic', '--train_steps=3', '--steps_per_loop=2',
                        f'--model_dir={model_dir}', f'--tensorboard_dir={tmp_path / "logs"}',
                        '--profile_steps=2,2')
   assert result.returncode == 0, result.stderr[-2000:]

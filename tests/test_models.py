@@ -1,11 +1,11 @@
 import keras
 import numpy as np
 
-from trainer import models
+from trainer.model import cnn
 
 
 def test_tutorial_architecture_and_parameter_count():
-  model = models.create_model((32, 32, 3), 10)
+  model = cnn.create_model((32, 32, 3), 10)
   kinds = [type(layer).__name__ for layer in model.layers]
   assert kinds == ['Conv2D', 'MaxPooling2D', 'Conv2D', 'MaxPooling2D', 'Flatten', 'Dense',
                    'Dense']
@@ -19,7 +19,7 @@ def test_tutorial_architecture_and_parameter_count():
 
 
 def test_input_shape_and_classes_follow_the_dataset():
-  model = models.create_model((28, 28, 1), 47)
+  model = cnn.create_model((28, 28, 1), 47)
   assert model.output_shape == (None, 47)
   assert model(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 47)
 
@@ -28,7 +28,7 @@ def test_logits_stay_float32_under_mixed_precision():
   previous = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy('mixed_float16')
   try:
-    model = models.create_model((32, 32, 3), 10)
+    model = cnn.create_model((32, 32, 3), 10)
   finally:
     keras.mixed_precision.set_global_policy(previous)
   assert model.layers[0].compute_dtype == 'float16'

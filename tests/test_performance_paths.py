@@ -5,9 +5,9 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import make_source
-from trainer import steps
-from trainer import train
-from trainer.config import Config
+from trainer.core.config import Config
+from trainer.jobs import train
+from trainer.model import steps
 
 
 def _config(tmp_path, **overrides):
@@ -47,7 +47,7 @@ def keras_policy_is_float32():
 @pytest.mark.parametrize('replicas', [1, 2])
 def test_float16_overflow_skips_the_step_and_lowers_the_loss_scale(tmp_path, replicas):
   import keras  # pylint: disable=g-import-not-at-top
-  from trainer import input_pipeline  # pylint: disable=g-import-not-at-top
+  from trainer.data import pipeline  # pylint: disable=g-import-not-at-top
   devices = [d.name for d in tf.config.list_logical_devices('CPU')[:replicas]]
   strategy = tf.distribute.MirroredStrategy(devices)
   config = _config(tmp_path, mixed_precision='mixed_float16')
@@ -59,7 +59,7 @@ def test_float16_overflow_skips_the_step_and_lowers_the_loss_scale(tmp_path, rep
     keras.mixed_precision.set_global_policy('float32')
   before = trainer.model.get_weights()
   trainer.optimizer.dynamic_scale.assign(3e38)  # Any real loss times this overflows.
-  iterator = input_pipeline.distributed_train_iterator(strategy, source, 32, 16, 0)
+  iterator = pipeline.distributed_train_iterator(strategy, source, 32, 16, 0)
   trainer.train_loop(iterator, tf.constant(1))
   assert trainer.step == 1 and trainer.skipped_steps == 1
   assert float(trainer.optimizer.dynamic_scale.numpy()) == pytest.approx(1.5e38)
@@ -86,7 +86,41 @@ def test_steps_per_loop_does_not_change_training(tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_xla_gives_the_same_loss_curve(tmp_path, caplog):
+def _batch(source, size=32):
+  images, labels = source._splits['train']  # pylint: disable=protected-access
+  return tf.constant(images[:size], tf.float32) / 255.0, tf.constant(labels[:size])
+
+
+def test_xla_computes_what_the_plain_step_computes():
+  """The same logits and gradients at the same weights, at the start and after training.
+
+  Compared at one step, where only float rounding differs between XLA's kernels and the
+  others (on any CPU, with or without oneDNN); over many steps Adam amplifies such
+  rounding into differences of a percent, which says nothing about the wiring.
+  """
+  source = make_source()
+  config = Config(batch_size=32)
+  plain = steps.Trainer(config, tf.distribute.get_strategy(), source.info)
+  xla = steps.Trainer(config.replace(jit_compile=True), tf.distribute.get_strategy(),
+                      source.info)
+  images, labels = _batch(source)
+  for moved in range(3):
+    xla.model.set_weights(plain.model.get_weights())
+    (plain_grads, plain_logits, plain_loss), (xla_grads, xla_logits, xla_loss) = (
+        trainer._gradients(images, labels) for trainer in (plain, xla))  # pylint: disable=protected-access
+    scale = float(tf.reduce_max(tf.abs(plain_logits)))
+    np.testing.assert_allclose(xla_logits, plain_logits, rtol=1e-4, atol=1e-4 * scale)
+    np.testing.assert_allclose(xla_loss, plain_loss, rtol=1e-4, atol=1e-6)
+    for got, want in zip(xla_grads, plain_grads):
+      np.testing.assert_allclose(got, want, rtol=1e-3,
+                                 atol=1e-4 * float(tf.reduce_max(tf.abs(want))))
+    # Move the weights on to where training takes them, and compare there too.
+    plain.optimizer.apply_gradients(zip(plain_grads, plain.model.trainable_variables))
+    assert moved < 2 or not np.array_equal(plain.model.get_weights()[0],
+                                           xla.model.get_weights()[0])
+
+
+def test_xla_training_follows_the_plain_loss_curve(tmp_path, caplog):
   caplog.set_level('INFO')
   _final_weights(tmp_path, 'plain')
   plain = _losses(caplog)
@@ -94,4 +128,6 @@ def test_xla_gives_the_same_loss_curve(tmp_path, caplog):
   _final_weights(tmp_path, 'xla', jit_compile=True)
   xla = _losses(caplog)
   assert len(plain) == len(xla) == 4
-  np.testing.assert_allclose(plain, xla, rtol=2e-3)
+  assert xla[-1] < xla[0] - 0.2
+  # Within a few percent: the runs start alike (above) and drift apart only by rounding.
+  np.testing.assert_allclose(plain, xla, rtol=5e-2)

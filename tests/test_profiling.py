@@ -3,8 +3,8 @@
 import pytest
 import tensorflow as tf
 
-from trainer import profiling
-from trainer.errors import UserError
+from trainer.core.errors import UserError
+from trainer.report import profiling
 
 
 def test_loops_are_cut_at_the_window_edges():

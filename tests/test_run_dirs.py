@@ -5,8 +5,8 @@ import re
 import pytest
 import tensorflow as tf
 
-from trainer import run_dirs
-from trainer.errors import UserError
+from trainer.core.errors import UserError
+from trainer.run_folder import run_dirs
 
 VERTEX = {'AIP_MODEL_DIR': 'gs://b/job/model/', 'AIP_TENSORBOARD_LOG_DIR': 'gs://b/job/logs/',
           'AIP_CHECKPOINT_DIR': 'gs://b/job/checkpoints/'}
@@ -97,8 +97,8 @@ class _UntouchableSource:
 
 
 def test_a_bad_folder_stops_the_run_before_data_or_model(tmp_path):
-  from trainer import train  # pylint: disable=g-import-not-at-top
-  from trainer.config import Config  # pylint: disable=g-import-not-at-top
+  from trainer.jobs import train  # pylint: disable=g-import-not-at-top
+  from trainer.core.config import Config  # pylint: disable=g-import-not-at-top
   (tmp_path / 'file').write_text('')
   config = Config(model_dir=str(tmp_path / 'file' / 'run'), train_steps=1)
   with pytest.raises(UserError, match='cannot write to the run folder'):

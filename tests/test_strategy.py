@@ -1,37 +1,35 @@
-import json
 import os
-import time
+import socket
 
 import pytest
-import tensorflow as tf
 
-from trainer import strategy as strategy_lib
-from trainer.errors import UserError
+from trainer.core import distribute
+from trainer.core.errors import UserError
 
 
 @pytest.mark.parametrize('name,replicas', [('default', 1), ('one_device', 1)])
 def test_single_device_strategies(name, replicas):
-  strategy = strategy_lib.create_strategy(name)
+  strategy = distribute.create_strategy(name)
   assert strategy.num_replicas_in_sync == replicas
-  assert strategy_lib.is_chief(strategy)
+  assert distribute.is_chief(strategy)
 
 
 def test_mirrored_on_logical_cpus():
-  strategy = strategy_lib.create_strategy('mirrored', num_cpu_devices=2)
+  strategy = distribute.create_strategy('mirrored', num_cpu_devices=2)
   assert strategy.num_replicas_in_sync == 2
-  assert '2 replica(s)' in strategy_lib.describe(strategy)
+  assert '2 replica(s)' in distribute.describe(strategy)
 
 
 def test_more_cpu_devices_than_tensorflow_started_with_is_a_clear_error():
   with pytest.raises(UserError, match='--num_cpu_devices=5 came too late'):
-    strategy_lib.create_strategy('mirrored', num_cpu_devices=5)
+    distribute.create_strategy('mirrored', num_cpu_devices=5)
 
 
 def test_per_replica_batch():
-  strategy = strategy_lib.create_strategy('mirrored', num_cpu_devices=2)
-  assert strategy_lib.per_replica_batch_size(64, strategy) == 32
+  strategy = distribute.create_strategy('mirrored', num_cpu_devices=2)
+  assert distribute.per_replica_batch_size(64, strategy) == 32
   with pytest.raises(UserError, match='--batch_size=63 .* does not divide among 2 replicas'):
-    strategy_lib.per_replica_batch_size(63, strategy)
+    distribute.per_replica_batch_size(63, strategy)
 
 
 @pytest.mark.parametrize('tf_config,message', [
@@ -52,33 +50,36 @@ def test_multi_worker_rejects_a_bad_tf_config(monkeypatch, tf_config, message):
   else:
     monkeypatch.setenv('TF_CONFIG', tf_config)
   with pytest.raises(UserError, match=message):
-    strategy_lib.create_strategy('multi_worker')
+    distribute.create_strategy('multi_worker')
 
 
-def test_tpu_without_a_tpu_fails_fast_with_advice():
-  start = time.time()
+def test_tpu_without_a_tpu_fails_with_advice():
   with pytest.raises(UserError, match='--strategy=tpu found no TPU.*TPU VM or pass --tpu'):
-    strategy_lib.create_strategy('tpu')
-  assert time.time() - start < 30
+    distribute.create_strategy('tpu')
 
 
-def test_unreachable_tpu_address_fails_fast():
-  start = time.time()
+def test_an_unreachable_tpu_address_is_probed_with_a_timeout(monkeypatch):
+  # Connecting to an absent gRPC address blocks forever: the probe must bound its wait.
+  timeouts = []
+  connect = socket.create_connection
+  monkeypatch.setattr(socket, 'create_connection',
+                      lambda address, timeout=None: timeouts.append(timeout) or
+                      connect(address, timeout=timeout))
   with pytest.raises(UserError, match='cannot reach the TPU at grpc://127.0.0.1:1'):
-    strategy_lib.create_strategy('tpu', tpu='grpc://127.0.0.1:1')
-  assert time.time() - start < 30
+    distribute.create_strategy('tpu', tpu='grpc://127.0.0.1:1')
+  assert timeouts and all(t and t <= 60 for t in timeouts)
 
 
 @pytest.mark.parametrize('name', ['default', 'one_device', 'mirrored'])
 @pytest.mark.parametrize('blank', ['', '  \t\n'])
 def test_blank_tf_config_counts_as_unset_for_single_host_strategies(monkeypatch, name, blank):
   monkeypatch.setenv('TF_CONFIG', blank)
-  strategy = strategy_lib.create_strategy(name, num_cpu_devices=2 if name == 'mirrored' else 0)
-  assert strategy_lib.is_chief(strategy)
+  strategy = distribute.create_strategy(name, num_cpu_devices=2 if name == 'mirrored' else 0)
+  assert distribute.is_chief(strategy)
   assert 'TF_CONFIG' not in os.environ  # TensorFlow's later lookups see no cluster either.
 
 
 def test_malformed_tf_config_is_one_line_for_single_host_strategies(monkeypatch):
   monkeypatch.setenv('TF_CONFIG', '{"cluster": ')
   with pytest.raises(UserError, match='TF_CONFIG is not valid JSON .*unset it or fix it'):
-    strategy_lib.create_strategy('mirrored', num_cpu_devices=2)
+    distribute.create_strategy('mirrored', num_cpu_devices=2)

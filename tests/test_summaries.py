@@ -7,10 +7,10 @@ import pytest
 import tensorflow as tf
 
 from tests import tb_events
-from trainer import confusion as confusion_lib
-from trainer import input_wait
-from trainer import summaries
-from trainer import visualize
+from trainer.model import input_wait
+from trainer.model import metrics
+from trainer.report import pictures
+from trainer.report import summaries
 
 CLASSES = ['airplane', 'automobile', 'bird']
 
@@ -79,7 +79,7 @@ def test_a_disabled_writer_leaves_no_file(tmp_path):
 def test_image_grid_shows_each_image_enlarged_with_its_label():
   images = np.zeros((3, 4, 4, 3), np.uint8)
   images[1] = (255, 0, 0)  # A red square in the second cell.
-  grid = visualize.image_grid(images, [0, 1, 2], CLASSES, columns=2, cell=40)
+  grid = pictures.image_grid(images, [0, 1, 2], CLASSES, columns=2, cell=40)
   pad, label = 4, 12
   assert grid.shape == (2 * (40 + label + pad) + pad, 2 * (40 + pad) + pad, 3)
   x = pad + 40 + pad  # Second column, first row.
@@ -91,18 +91,18 @@ def test_image_grid_shows_each_image_enlarged_with_its_label():
 
 
 def test_image_grid_takes_grayscale():
-  grid = visualize.image_grid(np.full((2, 28, 28, 1), 200, np.uint8), [0, 1], CLASSES)
+  grid = pictures.image_grid(np.full((2, 28, 28, 1), 200, np.uint8), [0, 1], CLASSES)
   assert grid.shape[2] == 3 and grid[4, 4].tolist() == [200, 200, 200]
 
 
 def test_confusion_matrix_picture_shades_by_row_fraction():
   matrix = np.array([[90, 10, 0], [0, 1, 0], [0, 0, 0]])
-  picture = visualize.confusion_matrix_image(matrix, CLASSES).astype(int)
+  picture = pictures.confusion_matrix_image(matrix, CLASSES).astype(int)
   colors = {tuple(c) for c in picture.reshape(-1, 3)}
   darkest = min(colors, key=sum)
   assert sum(darkest) < 300  # Row 1's single example is all of its row: the darkest shade.
   assert (255, 255, 255) in colors
-  many = visualize.confusion_matrix_image(np.ones((100, 100)), [f'c{i}' for i in range(100)])
+  many = pictures.confusion_matrix_image(np.ones((100, 100)), [f'c{i}' for i in range(100)])
   assert 600 <= many.shape[0] <= 1000  # Cells shrink; class names are left out.
 
 
@@ -111,7 +111,7 @@ def test_confusion_matrix_sums_replicas_and_ignores_padding(mirrored):
   logits = np.eye(3, dtype=np.float32)[[0, 2, 2, 1, 1, 0, 0, 0]]
   weights = np.array([1, 1, 1, 1, 1, 1, 1, 0], np.float32)  # The last one is padding.
   with mirrored.scope():
-    matrix = confusion_lib.ConfusionMatrix(3)
+    matrix = metrics.ConfusionMatrix(3)
   dataset = mirrored.experimental_distribute_dataset(
       tf.data.Dataset.from_tensor_slices((labels, logits, weights)).batch(4))
 

@@ -10,17 +10,21 @@ import urllib.request
 import numpy as np
 import pytest
 
-from tests import tb_events
 from tests.conftest import make_source, free_ports
-from trainer import summaries
-from trainer import train
-from trainer.config import Config
+from tests import tb_events
+from trainer.core.config import Config
+from trainer.jobs import train
+from trainer.report import summaries
+from trainer.run_folder import records
 
 # Two epochs of 16 steps, logged every 5 steps; the profile window cuts loops at 2 and 7.
 _CONFIG = dict(batch_size=32, epochs=2, steps_per_loop=5, learning_rate=3e-3,
                profile_steps='3,7')
 _TRAIN_STEPS = [2, 7, 12, 16, 21, 26, 31, 32]
 _EPOCH_ENDS = [16, 32]
+
+# One worker runs them all: they share the module's run.
+pytestmark = pytest.mark.xdist_group('tensorboard_run')
 
 
 @pytest.fixture(scope='module')
@@ -155,7 +159,7 @@ def test_vertex_ai_variables_choose_the_folders(tmp_path, monkeypatch):
   outcome = train.train_and_evaluate(Config(batch_size=32, epochs=0, train_steps=2), None,
                                      make_source())
   assert outcome.model_dir == str(tmp_path / 'model')
-  assert (tmp_path / 'model' / train.RESULTS_FILE).exists()
+  assert (tmp_path / 'model' / records.RESULTS_FILE).exists()
   assert list((tmp_path / 'logs' / 'eval').glob('events.out.tfevents.*'))
   assert list((tmp_path / 'checkpoints').rglob('*.index'))
   assert not list((tmp_path / 'model').rglob('events.out.tfevents.*'))
