@@ -19,6 +19,7 @@ so the probe's C++ line is not rewritten by trainer/report/logs.py.
 """
 
 import array
+import importlib
 import json
 import os
 import select
@@ -36,21 +37,17 @@ _HEADER = 'request '
 def _preload():
   # As the entry points do before TensorFlow is imported (trainer/main.py).
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
-  # pylint: disable=g-import-not-at-top,unused-import
+  # pylint: disable=g-import-not-at-top
   # In the entry points absl's handler is on the root logger by the time TensorFlow is
   # imported, so TensorFlow's Python logger adds no handler of its own: the same here.
   import logging
   import absl.logging
   absl.logging.use_absl_handler()
-  import numpy
-  import PIL.Image
-  import tensorflow
-  import keras
-  import tensorflow_datasets
   # The library, not the entry points (main, evaluate, predict): those define their flags
   # as they are imported, which the child does.
-  import trainer.jobs.evaluation
-  import trainer.jobs.train
+  for module in ('numpy', 'PIL.Image', 'tensorflow', 'keras', 'tensorflow_datasets',
+                 'trainer.jobs.evaluation', 'trainer.jobs.train'):
+    importlib.import_module(module)
   logging.getLogger().removeHandler(absl.logging.get_absl_handler())  # absl's app.run adds it.
 
 
