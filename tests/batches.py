@@ -23,6 +23,6 @@ def device_batches(strategy, source, steps, **kwargs):
 
   @tf.function
   def draw():
-    return strategy.run(iterator.replica_batch, args=next(iterator))
+    return strategy.run(iterator.replica_batch, args=(next(iterator),))
 
   return [_local(strategy, *draw()) for _ in range(steps)]

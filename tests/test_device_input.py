@@ -5,6 +5,7 @@ preemption tests (tests/test_preemption.py): the device run, killed and resumed,
 uninterrupted host run."""
 
 import collections
+import dataclasses
 import json
 
 import numpy as np
@@ -16,7 +17,9 @@ from tests.conftest import example_ids, id_source, make_source, run_workers
 from tests.test_main import run_main
 from trainer.core.config import Config
 from trainer.core.errors import UserError
+from trainer.data import device_input
 from trainer.data import pipeline
+from trainer.data import shards
 from trainer.jobs import train
 
 
@@ -72,13 +75,36 @@ def test_the_replicas_of_a_worker_split_its_batches_so_their_number_changes_noth
     np.testing.assert_array_equal(single[0][1], np.concatenate([first[1], second[1]]))
 
 
-def test_each_device_holds_the_data_as_uint8(mirrored):
-  iterator = pipeline.distributed_train_iterator(
-      mirrored, make_source(num_train=64), 8, 8, 0, input_mode='device')
-  data, _ = next(iterator)
-  images = [local[0] for local in mirrored.experimental_local_results(data)]
-  assert [t.device.split(':')[-1] for t in images] == ['0', '1']
-  assert [(t.dtype, t.shape[0]) for t in images] == [(tf.uint8, 64)] * 2  # 1 byte a pixel.
+def test_each_device_holds_the_images_as_rows_of_int32_words(mirrored):
+  """GPUs gather int32 but not uint8, and 768 words a CIFAR row is a whole number of TPU
+  tiles; the rows hold the images' bytes, nothing more."""
+  source = make_source(num_train=64)
+  iterator = pipeline.distributed_train_iterator(mirrored, source, 8, 8, 0,
+                                                 input_mode='device')
+  rows = [local[0] for local in mirrored.experimental_local_results(next(iterator))]
+  assert [t.device.split(':')[-1] for t in rows] == ['0', '1']
+  assert [(t.dtype, tuple(t.shape)) for t in rows] == [(tf.int32, (64, 768))] * 2
+  images = source.read('train', 0, 1).batch(64).get_single_element()[0]
+  np.testing.assert_array_equal(rows[0].numpy().view(np.uint8).reshape(64, 32, 32, 3), images)
+
+
+@pytest.mark.parametrize('shape', [(32, 32, 3), (5, 3, 1), (2, 2, 1)])
+def test_rows_pad_each_image_to_whole_words_and_unpack_to_the_images(shape):
+  images = np.random.default_rng(0).integers(0, 256, size=(6,) + shape, dtype=np.uint8)
+  rows = shards.as_rows(tf.constant(images))
+  assert rows.dtype == tf.int32 and rows.shape == (6, -(-int(np.prod(shape)) // 4))
+  np.testing.assert_array_equal(shards.from_rows(rows, shape), images)
+
+
+def test_the_limit_counts_the_data_as_a_tpu_pads_it():
+  # 100 examples of 5x3x1 bytes: rows of 4 words padded to 128 and 104 rows; int64 labels
+  # fill one tile of 1024.
+  source = make_source(num_train=100, shape=(5, 3, 1))
+  assert device_input.check_fits(source, 1, 1) == 104 * 128 * 4 + 1024 * 8
+  # CIFAR-10's rows of 768 words and 50,000 examples need no padding but the labels'.
+  cifar = make_source(num_train=8, shape=(32, 32, 3))
+  cifar.info = dataclasses.replace(cifar.info, num_train_examples=50_000)
+  assert shards.device_shard_bytes(cifar, 1) == 50_000 * 3072 + 50_176 * 8
 
 
 def test_data_over_the_limit_is_refused_before_training(tmp_path):

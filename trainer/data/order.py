@@ -94,17 +94,35 @@ def scale(images):
   return tf.cast(images, tf.float32) * _INVERSE_255
 
 
+def replica_indices(permutation, step, steps_per_epoch: int, per_replica: int,
+                    local_replica, local_replicas: int):
+  """int32 [per_replica]: the shard positions of replica `local_replica`'s examples in step
+  `step`, its part of the worker's batch, taken from the epoch's permutation."""
+  first = (tf.cast(step % steps_per_epoch, tf.int32) * local_replicas +
+           tf.cast(local_replica, tf.int32)) * per_replica
+  return tf.slice(permutation, [first], [per_replica])
+
+
+def augment_batch(batch, seed, step, worker, local_replica, per_replica: int,
+                  augmentation: str):
+  """`augment` of a replica's batch under --augment=`augmentation` ('none': the batch).
+
+  The result does not depend on whether the batch is uint8 or already scaled: augmentation
+  only moves pixels and fills with 0, which `scale` maps to 0.0."""
+  if augmentation == 'none':
+    return batch
+  return augment(batch, seed, step, worker, augmentation == 'flip_shift',
+                 first_position=tf.cast(local_replica, tf.int64) * per_replica)
+
+
 def replica_batch(images, labels, permutation, step, steps_per_epoch: int,
                   per_replica: int, local_replica, local_replicas: int, seed, worker,
                   augmentation: str):
   """Replica `local_replica`'s batch of step `step`: its part of the worker's batch,
-  gathered from the worker's shard (arrays) by the epoch's permutation, augmented, scaled.
-  Returns (float32 images, labels)."""
-  first = (tf.cast(step % steps_per_epoch, tf.int32) * local_replicas +
-           tf.cast(local_replica, tf.int32)) * per_replica
-  indices = tf.slice(permutation, [first], [per_replica])
-  batch = tf.gather(images, indices)
-  if augmentation != 'none':
-    batch = augment(batch, seed, step, worker, augmentation == 'flip_shift',
-                    first_position=tf.cast(local_replica, tf.int64) * per_replica)
+  gathered from the worker's shard (uint8 arrays) by the epoch's permutation, augmented
+  (in uint8: a quarter of the bytes to move), scaled. Returns (float32 images, labels)."""
+  indices = replica_indices(permutation, step, steps_per_epoch, per_replica, local_replica,
+                            local_replicas)
+  batch = augment_batch(tf.gather(images, indices), seed, step, worker, local_replica,
+                        per_replica, augmentation)
   return scale(batch), tf.gather(labels, indices)

@@ -15,6 +15,11 @@ from trainer.core.errors import UserError
 
 _READ_CHUNK = 1024  # Examples per copy while loading: bounds the transient memory.
 _ALIGNMENT = 64  # Bytes; TensorFlow's CPU kernels require tensors aligned to this.
+_WORD = 4  # Bytes of an int32, the type an image row is held in on a device.
+# The Cloud TPU performance guide ("Consequences of tiling"): arrays in TPU memory are
+# tiled, one dimension padded to a multiple of 8 and another to a multiple of 128. An image
+# shard [N, 32, 32, 3] would have its minor dimension of 3 padded to 128, 43 times its size.
+_TPU_TILE = (8, 128)
 
 
 @dataclasses.dataclass
@@ -42,12 +47,53 @@ def _dtypes(source):
   return image_spec.dtype.as_numpy_dtype, label_spec.dtype.as_numpy_dtype
 
 
-def shard_bytes(source, num_workers: int) -> int:
-  """Memory one shard takes (images and labels), for the largest shard."""
-  image_dtype, label_dtype = _dtypes(source)
-  per_example = (int(np.prod(source.info.image_shape)) * np.dtype(image_dtype).itemsize +
-                 np.dtype(label_dtype).itemsize)
-  return capacity(source.info.num_train_examples, num_workers) * per_example
+def row_words(image_shape) -> int:
+  """int32 words of one image held as a row on a device: its bytes, padded to whole words."""
+  return -(-int(np.prod(image_shape)) // _WORD)
+
+
+def as_rows(images: tf.Tensor) -> tf.Tensor:
+  """uint8 images [N, H, W, C] as int32 rows [N, row_words], the layout the device input
+  holds: GPUs gather int32 but not uint8 (TensorFlow registers no GPU kernel of GatherV2
+  for uint8), and a minor dimension of 768 words (CIFAR) is a whole number of TPU tiles
+  where [.., 3] bytes would be padded to 128. Reshape and bitcast share the buffer."""
+  count, size = int(images.shape[0]), int(np.prod(images.shape[1:]))
+  words = row_words(images.shape[1:])
+  flat = tf.reshape(images, [count, size])
+  if words * _WORD != size:
+    flat = tf.pad(flat, [[0, 0], [0, words * _WORD - size]])
+  return tf.bitcast(tf.reshape(flat, [count, words, _WORD]), tf.int32)
+
+
+def from_rows(rows: tf.Tensor, image_shape) -> tf.Tensor:
+  """The uint8 images [B, H, W, C] of int32 rows [B, row_words] (as_rows undone)."""
+  size = int(np.prod(image_shape))
+  flat = tf.reshape(tf.bitcast(rows, tf.uint8), [-1, row_words(image_shape) * _WORD])
+  if flat.shape[1] != size:
+    flat = flat[:, :size]
+  return tf.reshape(flat, [-1, *image_shape])
+
+
+def _tiled_bytes(shape, itemsize: int) -> int:
+  """Bytes of an array as TPU memory holds it (_TPU_TILE): at least its own size anywhere.
+  A rank-1 array is counted as filling whole tiles of 8 x 128 elements."""
+  if len(shape) == 1:
+    tile = _TPU_TILE[0] * _TPU_TILE[1]
+    return -(-int(shape[0]) // tile) * tile * itemsize
+  *outer, second, minor = [int(d) for d in shape]
+  second = -(-second // _TPU_TILE[0]) * _TPU_TILE[0]
+  minor = -(-minor // _TPU_TILE[1]) * _TPU_TILE[1]
+  return int(np.prod(outer, dtype=np.int64)) * second * minor * itemsize
+
+
+def device_shard_bytes(source, num_workers: int) -> int:
+  """Device memory one shard takes as the device input holds it (int32 image rows and the
+  labels), rounded up to TPU tiles: within a few KB of the bytes on a GPU, and what a TPU
+  pads them to."""
+  _, label_dtype = _dtypes(source)
+  examples = capacity(source.info.num_train_examples, num_workers)
+  return (_tiled_bytes([examples, row_words(source.info.image_shape)], _WORD) +
+          _tiled_bytes([examples], np.dtype(label_dtype).itemsize))
 
 
 def _aligned_empty(shape, dtype) -> np.ndarray:

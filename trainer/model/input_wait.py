@@ -4,6 +4,19 @@ pipeline or the model is the bottleneck.
 The clocks run inside the compiled loop (tf.timestamp), around each `next(iterator)`: the
 host only sees a whole loop of many steps, and with prefetching, the time a batch takes
 to produce is not the time the loop waits for it.
+
+A clock is a host (CPU-only) op, and on a GPU a host op ordered after GPU ops costs a
+round trip: TensorFlow turns the cross-device control edge into a send of a dummy tensor
+whose receive completes only once the GPU's compute stream has run everything queued
+before it (tensorflow/core/graph/graph_partition.cc AddDummyConst;
+tensorflow/core/common_runtime/gpu/gpu_util.cc CopyGPUTensorToCPU waits for the sender's
+stream). A clock in every iteration, ordered (as every stateful op of a loop body is)
+after the previous step, therefore lets the host enqueue step s + 1 only after the GPU has
+finished step s, and the GPU idles for that host latency on every step. So the clocks
+run per step only where the element is produced per step on the host (tf.data, which
+the loop does wait for); an input whose data already sits on the devices (device input,
+resident synthetic batches) produces nothing per step, waits for nothing, and gets one
+pair of clocks around the whole loop, which the end of a host call syncs anyway.
 """
 
 import math
@@ -26,7 +39,8 @@ def timed_next(iterator) -> Tuple[object, tf.Tensor]:
   return element, end - start
 
 
-def timed_loop(iterator, steps, step_fn: Callable[[object], None], clocked: bool = True):
+def timed_loop(iterator, steps, step_fn: Callable[[object], None], clocked: bool = True,
+               produced_per_step: bool = True):
   """Runs `step_fn(next(iterator))` `steps` times in a tf.function.
 
   Returns (seconds waiting for input, seconds for the whole loop), both float64 scalars.
@@ -35,7 +49,9 @@ def timed_loop(iterator, steps, step_fn: Callable[[object], None], clocked: bool
   never counted while the previous step still computes.
 
   `clocked=False` runs the loop without clocks and returns NaNs: under TensorFlow's op
-  determinism (--deterministic) reading the clock is an error.
+  determinism (--deterministic) reading the clock is an error. `produced_per_step=False`
+  (an iterator that hands out data already on the devices) clocks only the whole loop,
+  and the wait is 0.
   """
   if not clocked:
     for _ in tf.range(steps):
@@ -46,9 +62,15 @@ def timed_loop(iterator, steps, step_fn: Callable[[object], None], clocked: bool
   waited = tf.constant(0.0, tf.float64)
   with tf.control_dependencies([begin]):
     for _ in tf.range(steps):
-      element, seconds = timed_next(iterator)
+      if produced_per_step:
+        element, seconds = timed_next(iterator)
+        waited += seconds
+      else:
+        element = next(iterator)
+        # Carried through the loop all the same: the loop's outputs wait for its steps,
+        # and the end clock waits for them.
+        waited += 0.0
       step_fn(element)
-      waited += seconds
   with tf.control_dependencies([waited]):
     end = tf.timestamp()
   return waited, end - begin

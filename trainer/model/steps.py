@@ -101,15 +101,17 @@ class Trainer:
     # Several steps per host call: the Python overhead is paid once per loop, not per step.
     # Returns (seconds waiting for input, seconds in the loop) for TensorBoard; clocks are
     # an error under op determinism.
-    # A DeviceInput hands out (its data, the step), and its replica_batch draws each
-    # replica's batch inside the step, on the device.
+    # A DeviceInput hands out its data, and its replica_batch draws each replica's batch
+    # inside the step, on the device.
     draw = getattr(iterator, 'replica_batch', None)
     if draw is None:
       run = lambda inputs: self.strategy.run(self._train_step, args=(inputs,))
     else:
-      run = lambda request: self.strategy.run(
-          lambda data, step: self._train_step(draw(data, step)), args=request)
-    timings = input_wait.timed_loop(iterator, steps, run, clocked=not self.config.deterministic)
+      run = lambda data: self.strategy.run(
+          lambda replica_data: self._train_step(draw(replica_data)), args=(data,))
+    timings = input_wait.timed_loop(iterator, steps, run, clocked=not self.config.deterministic,
+                                    produced_per_step=not getattr(iterator, 'device_resident',
+                                                                  False))
     self.global_step.assign_add(tf.cast(steps, tf.int64))
     return timings
 
