@@ -74,7 +74,7 @@ def from_rows(rows: tf.Tensor, image_shape) -> tf.Tensor:
   return tf.reshape(flat, [-1, *image_shape])
 
 
-def _tiled_bytes(shape, itemsize: int) -> int:
+def tpu_tiled_bytes(shape, itemsize: int) -> int:
   """Bytes of an array as TPU memory holds it (_TPU_TILE): at least its own size anywhere.
   A rank-1 array is counted as filling whole tiles of 8 x 128 elements."""
   if len(shape) == 1:
@@ -92,8 +92,8 @@ def device_shard_bytes(source, num_workers: int) -> int:
   pads them to."""
   _, label_dtype = _dtypes(source)
   examples = capacity(source.info.num_train_examples, num_workers)
-  return (_tiled_bytes([examples, row_words(source.info.image_shape)], _WORD) +
-          _tiled_bytes([examples], np.dtype(label_dtype).itemsize))
+  return (tpu_tiled_bytes([examples, row_words(source.info.image_shape)], _WORD) +
+          tpu_tiled_bytes([examples], np.dtype(label_dtype).itemsize))
 
 
 def _aligned_empty(shape, dtype) -> np.ndarray:

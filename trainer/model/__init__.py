@@ -6,6 +6,7 @@ Modules:
   metrics.py     loss and accuracy sums and the confusion matrix, summed over replicas
   input_wait.py  the training loop's clocks: time spent waiting for input
   steps.py       Trainer: model, optimizer and the compiled train and eval loops
+  kernels.py     the ops of a compiled function that have no GPU kernel for their dtypes
   export.py      the SavedModel that serves uint8 images
 
 May import: trainer.core, trainer.data.
