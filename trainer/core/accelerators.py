@@ -1,4 +1,4 @@
-"""What accelerators this machine has, what TensorFlow makes of them, and the runs they refuse.
+"""What accelerators this machine has, and what TensorFlow makes of them.
 
 TensorFlow is imported inside the functions: report/logs.py reads NVIDIA_DRIVER before
 TensorFlow may start.
@@ -7,11 +7,9 @@ TensorFlow may start.
 import dataclasses
 import os
 import shutil
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Optional, Tuple
 
 from absl import logging
-
-from trainer.core.errors import UserError
 
 # Any one of these says an NVIDIA GPU and its driver are on this machine (or in this
 # container: the NVIDIA container runtime mounts the device node and nvidia-smi).
@@ -78,22 +76,3 @@ def warn_if_gpu_unseen(**paths) -> Optional[str]:
   if message:
     logging.warning('%s', message)
   return message
-
-
-def refuse_deterministic_xla_on_gpu(deterministic: bool, jit_compile: bool,
-                                    devices: Sequence[str]) -> None:
-  """--deterministic with --jit_compile cannot train on a GPU: refuse before building anything.
-
-  With op determinism on, TensorFlow's XLA bridge refuses the max-pool gradient on GPUs
-  ("GPU MaxPool gradient ops do not yet have a deterministic XLA implementation", its
-  SelectAndScatter; tensorflow/tensorflow#69417, keras-team/keras#20315), which the CNN's
-  MaxPooling2D layers need; CPUs and TPUs compile it. So the combination fails only where
-  the replicas are GPUs, at the first traced step: say so at once instead.
-  """
-  if not (deterministic and jit_compile):
-    return
-  gpus = [d for d in devices if 'GPU' in d.upper().rsplit('/', 1)[-1]]
-  if gpus:
-    raise UserError('--deterministic with --jit_compile cannot train on a GPU: XLA has no '
-                    'deterministic max-pool gradient (SelectAndScatter) there; drop '
-                    '--jit_compile for a reproducible run, or --deterministic for XLA')

@@ -74,8 +74,6 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
   if strategy is None:
     accelerators.warn_if_gpu_unseen()
     strategy = distribute.create_strategy(config.strategy, config.num_cpu_devices, config.tpu)
-  accelerators.refuse_deterministic_xla_on_gpu(config.deterministic, config.jit_compile,
-                                               distribute.replica_devices(strategy))
   logs.set_worker(distribute.task_label(strategy))
   lock = run_lock.acquire(dirs.model_dir, chief=distribute.is_chief(strategy))
   try:
