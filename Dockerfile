@@ -3,7 +3,7 @@
 #   CPU only:      docker build --build-arg TF_IMAGE_TAG=2.21.0 -t cifar10-trainer:cpu .
 # The tag must start with the tensorflow pin of requirements.txt (tests/test_dockerfile.py
 # checks it): the base image's TensorFlow then already satisfies the pin, and pip installs
-# only the other packages instead of a second TensorFlow over it.
+# only the other packages (the GPU image brings CUDA itself: no requirements-gpu.txt here).
 ARG TF_IMAGE_TAG=2.21.0-gpu
 FROM tensorflow/tensorflow:${TF_IMAGE_TAG}
 
@@ -12,9 +12,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-# Dependencies before the code: editing the code does not redo this layer.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# Dependencies before the code: editing the code does not redo this layer. The base
+# image's TensorFlow is held as a constraint, so pip keeps it (the GPU image's
+# build with its CUDA) and fails the build if the pin disagrees instead of installing a
+# second TensorFlow over it.
 COPY requirements.txt .
-RUN python3 -m pip install --no-cache-dir -r requirements.txt
+RUN python3 -m pip list --format=freeze | grep -i '^tensorflow==' > /tmp/base-tensorflow.txt \
+    && python3 -m pip install --no-cache-dir -c /tmp/base-tensorflow.txt -r requirements.txt \
+    && rm /tmp/base-tensorflow.txt
 
 COPY trainer/ trainer/
 COPY configs/ configs/

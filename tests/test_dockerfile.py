@@ -43,7 +43,16 @@ def test_the_image_runs_the_trainer_as_a_non_root_user():
   assert DOCKERFILE.strip().splitlines()[-1] == 'ENTRYPOINT ["python3", "-m", "trainer.main"]'
   users = re.findall(r'^USER (\S+)$', DOCKERFILE, re.MULTILINE)
   assert users and users[-1] not in ('root', '0')
-  assert 'pip install --no-cache-dir -r requirements.txt' in DOCKERFILE
+  assert 'pip install --no-cache-dir -c /tmp/base-tensorflow.txt -r requirements.txt' in DOCKERFILE
+
+
+def test_pip_keeps_the_base_images_tensorflow():
+  # The base image's tensorflow==X is a constraint of the install: pip cannot replace the
+  # GPU image's build (a pin that disagrees fails the build instead).
+  assert "pip list --format=freeze | grep -i '^tensorflow==' > /tmp/base-tensorflow.txt" \
+      in DOCKERFILE
+  assert 'SHELL ["/bin/bash", "-o", "pipefail", "-c"]' in DOCKERFILE  # A failed grep stops it.
+  assert 'requirements-gpu.txt' not in re.sub(r'#.*', '', DOCKERFILE)  # Its CUDA is the image's.
 
 
 def test_the_build_context_holds_what_the_image_copies_and_nothing_else():

@@ -138,10 +138,19 @@ def test_tpu_run_copies_to_all_hosts_and_trains_from_worker_0(gcloud, tmp_path, 
   assert {'trainer/main.py', 'configs/tpu.cfg', 'requirements.txt'} <= names
   assert not any('__pycache__' in name for name in names)
   assert setup[3:6] == ['ssh', 'tpu1', '--worker=all']
-  assert "grep -v '^tensorflow==' requirements.txt" in setup[6]  # Keeps the TPU build.
+  install = setup[6].split(' && ')[-2:]
+  # The TPU build instead of our TensorFlow pin, and the TensorBoard it requires.
+  assert install[0] == ("grep -v -e '^tensorflow==' -e '^tensorboard==' requirements.txt > "
+                        'requirements-tpu.txt')
+  assert install[1] == ('python3 -m pip install --quiet -f '
+                        'https://storage.googleapis.com/libtpu-tf-releases/index.html '
+                        f'tensorflow-tpu=={tpu_vm.TPU_TENSORFLOW} -r requirements-tpu.txt')
   assert train[3:6] == ['ssh', 'tpu1', '--worker=0']
   command = train[6][len('--command='):]
   assert 'TPU_LOAD_LIBRARY' not in command
+  # One host: TensorFlow drives the chips through PJRT, libtpu loaded as a pluggable device.
+  assert ' NEXT_PLUGGABLE_DEVICE_USE_C_API=true TF_PLUGGABLE_DEVICE_LIBRARY_PATH="$(python3 -c ' \
+      "'import libtpu; print(libtpu.get_library_path())')\" python3 -m trainer.main " in command
   trainer_args = command.split('python3 -m trainer.main ')[1].split()
   assert trainer_args[-2:] == ['--tpu=local', '--epochs=2']
   config = _parse_trainer_flags(trainer_args, monkeypatch)
@@ -150,15 +159,35 @@ def test_tpu_run_copies_to_all_hosts_and_trains_from_worker_0(gcloud, tmp_path, 
   assert config.model_dir == 'gs://bkt/runs/tpu1'
 
 
-def test_tpu_pod_slice_names_the_tpu_and_uses_the_pod_image(capsys):
+def test_tpu_pod_slice_names_the_tpu(capsys):
   assert tpu_vm.main(['create', '--name=big', '--zone=z', '--accelerator_type=v4-32', '--pod',
                       '--dry_run']) == 0
   assert tpu_vm.main(['run', '--name=big', '--zone=z', '--bucket=bkt', '--pod',
                       '--dry_run']) == 0
   out = capsys.readouterr().out
   assert ('+ gcloud compute tpus tpu-vm create big --accelerator-type=v4-32 '
-          f'--version=tpu-vm-tf-{tpu_vm.pinned_tensorflow()}-pod-pjrt --zone=z') in out
-  assert 'TPU_LOAD_LIBRARY=0 python3 -m trainer.main' in out and '--tpu=big' in out
+          '--version=tpu-ubuntu2204-base --zone=z') in out
+  assert 'cd ~/cifar10-trainer && TPU_LOAD_LIBRARY=0 python3 -m trainer.main' in out
+  assert '--tpu=big' in out and 'PLUGGABLE' not in out
+
+
+@pytest.mark.parametrize('accelerator_type,image', [
+    ('v2-8', 'tpu-ubuntu2204-base'), ('v4-32', 'tpu-ubuntu2204-base'),
+    ('v5litepod-8', 'v2-alpha-tpuv5-lite'), ('v5p-8', 'v2-alpha-tpuv5'),
+    ('v6e-4', 'v2-alpha-tpuv6e')])
+def test_tpu_vm_starts_from_the_base_image_of_its_generation(accelerator_type, image):
+  # TensorFlow 2.21 has no tpu-vm-tf image (Google's list ends at 2.18.0): a base image,
+  # then the TPU wheel.
+  assert tpu_vm.default_version(accelerator_type) == image
+
+
+def test_tpu_image_and_tpu_wheel_can_be_chosen(capsys):
+  assert tpu_vm.main(['create', '--name=t', '--zone=z', '--version=tpu-vm-tf-2.18.0-pjrt',
+                      '--dry_run']) == 0
+  assert tpu_vm.main(['run', '--name=t', '--zone=z', '--bucket=b', '--tensorflow_tpu=2.19.1',
+                      '--dry_run']) == 0
+  out = capsys.readouterr().out
+  assert '--version=tpu-vm-tf-2.18.0-pjrt' in out and 'tensorflow-tpu==2.19.1 ' in out
 
 
 def test_tpu_steps_stop_at_the_first_failing_gcloud(gcloud, monkeypatch):

@@ -145,6 +145,15 @@ def test_the_pods_run_the_entry_point_on_shared_storage(manifest, monkeypatch):
   assert config.batch_size % replicas == 0
 
 
+def test_dev_shm_is_memory_with_room_for_nccl(manifest):
+  pod = _job(manifest)['spec']['template']['spec']
+  (mount,) = [m for m in pod['containers'][0]['volumeMounts'] if m['mountPath'] == '/dev/shm']
+  (volume,) = [v for v in pod['volumes'] if v['name'] == mount['name']]
+  assert volume['emptyDir']['medium'] == 'Memory'  # tmpfs, not the node's disk.
+  size = volume['emptyDir']['sizeLimit']
+  assert size.endswith('Gi') and int(size[:-2]) >= 1  # Far above a container's 64 MiB.
+
+
 def test_bad_input_ends_the_jobset_and_anything_else_restarts_all_pods(manifest):
   job = _job(manifest)['spec']
   (rule,) = job['podFailurePolicy']['rules']

@@ -4,6 +4,7 @@ Modules:
   config.py      the run's Config: every setting, validated, immutable
   errors.py      UserError (one-line errors, exit 2), Preempted, the exit codes
   distribute.py  the tf.distribute strategy of --strategy; workers, chief, batch arithmetic
+  accelerators.py  the NVIDIA devices here, and the GPUs and CUDA TensorFlow sees
 
 May import: nothing of the trainer.
 """

@@ -118,6 +118,14 @@ class Config:
     if self.input == 'device' and not self.cache:
       raise UserError('--input=device holds the training data in device memory; it cannot '
                       'stream it (--nocache): use --input=host with --nocache')
+    if self.deterministic and self.jit_compile:
+      # With op determinism on, TensorFlow's XLA bridge refuses MaxPoolGrad ("GPU MaxPool
+      # gradient ops do not yet have a deterministic XLA implementation", XLA's
+      # SelectAndScatter; tensorflow/tensorflow#69417), on a CPU as well: measured with
+      # TensorFlow 2.21, despite the message. The CNN's max-pooling needs it.
+      raise UserError('--deterministic cannot go with --jit_compile: XLA has no '
+                      'deterministic max-pool gradient (SelectAndScatter); drop --jit_compile '
+                      'for a reproducible run, or --deterministic for XLA')
     parse_profile_steps(self.profile_steps)
     return self
 

@@ -10,6 +10,7 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from trainer.core import accelerators
 from trainer.core.config import Config
 from trainer.core import distribute
 from trainer.core.errors import UserError
@@ -71,6 +72,7 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
                           multi_worker=config.strategy == 'multi_worker')
   run_dirs.prepare(dirs, config.export_dir)  # Before data or model: a bad folder fails fast.
   if strategy is None:
+    accelerators.warn_if_gpu_unseen()
     strategy = distribute.create_strategy(config.strategy, config.num_cpu_devices, config.tpu)
   logs.set_worker(distribute.task_label(strategy))
   lock = run_lock.acquire(dirs.model_dir, chief=distribute.is_chief(strategy))

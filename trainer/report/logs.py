@@ -24,6 +24,8 @@ import threading
 import time
 from typing import Optional
 
+from trainer.core.accelerators import NVIDIA_DRIVER  # Imports no TensorFlow.
+
 FORMATS = ('text', 'json', 'absl')
 # The trainer package, all of whose modules' INFO lines are shown (this file is in report/).
 _PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '')
@@ -45,7 +47,6 @@ _NATIVE_NOISE = 'WARNING: All log messages before absl::InitializeLog() is calle
 # there it only means "no GPU here, running on the CPU". Where the driver is loaded, the
 # same line means the GPU cannot be used, and it stays an error.
 _CUDA_PROBE = 'failed call to cuInit'
-NVIDIA_DRIVER = '/proc/driver/nvidia/version'
 
 
 class _State:
