@@ -39,6 +39,27 @@ def test_mixed_precision_trains_with_float32_logits(tmp_path, caplog, policy, co
   assert keras_policy_is_float32()  # The run leaves no global policy behind.
 
 
+def test_mirrored_xla_float16_trains_and_every_replica_holds_the_same_weights(tmp_path, caplog,
+                                                                            mirrored):
+  """The multi-GPU combination (MirroredStrategy, XLA-compiled gradients, float16 with loss
+  scaling): the overflow verdict and the update must be the same on every replica."""
+  caplog.set_level('INFO')
+  outcome = train.train_and_evaluate(
+      _config(tmp_path, strategy='mirrored', jit_compile=True, mixed_precision='mixed_float16'),
+      mirrored, make_source())
+  losses = _losses(caplog)
+  assert losses[-1] < losses[0] - 0.2
+  assert outcome.metrics['eval_accuracy'] > 0.3
+  trainer = outcome.trainer
+  assert trainer.model.layers[0].compute_dtype == 'float16'
+  for variable in trainer.model.trainable_variables + [trainer.optimizer.dynamic_scale]:
+    # Keras variables wrap the strategy's MirroredVariable: one copy per replica.
+    first, *others = [v.numpy() for v in mirrored.experimental_local_results(variable.value)]
+    assert len(others) == 1
+    for other in others:
+      np.testing.assert_array_equal(first, other, err_msg=variable.path)
+
+
 def keras_policy_is_float32():
   import keras  # pylint: disable=g-import-not-at-top
   return keras.mixed_precision.global_policy().name == 'float32'
