@@ -4,6 +4,7 @@ Modules:
   config.py      the run's Config: every setting, validated, immutable
   errors.py      UserError (one-line errors, exit 2), Preempted, the exit codes
   distribute.py  the tf.distribute strategy of --strategy; workers, chief, batch arithmetic
+  startup.py     a multi-worker start: wait for every worker, say who is missing, time out
 
 May import: nothing of the trainer.
 """
