@@ -94,8 +94,9 @@ def run_workers(arguments_of, count=2, timeout=300):
   return processes
 
 
-def start_endless_workers(model_dir, count=2):
-  """Real workers of a multi-worker run on synthetic data that trains until stopped.
+def start_endless_workers(model_dir, count=2, env=None):
+  """Real workers of a multi-worker run on synthetic data that trains until stopped, with
+  `env` added to their environment.
 
   Each process's stderr is a pipe, stdout is discarded; the caller must kill them.
   """
@@ -105,7 +106,7 @@ def start_endless_workers(model_dir, count=2):
              '--dataset=synthetic', f'--model_dir={model_dir}', '--train_steps=100000',
              '--steps_per_loop=10', '--checkpoint_every_steps=0']
   # No launcher relays these workers' lines: they say which worker wrote them themselves.
-  envs = [{name: value for name, value in worker_env(hosts, index).items()
+  envs = [{name: value for name, value in dict(worker_env(hosts, index), **(env or {})).items()
            if name != logs.PREFIXED_ENV} for index in range(count)]
   return [forked.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE,
                            stdout=subprocess.DEVNULL, text=True) for env in envs]

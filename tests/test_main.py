@@ -24,6 +24,7 @@ def run_main(*args, env=None, timeout=300, cwd=REPO):
     (['--dataset=no_such_dataset'], {}, "unknown --dataset='no_such_dataset'"),
     (['--batch_size=0'], {}, '--batch_size must be positive, got 0'),
     (['--epochs=-1'], {}, '--epochs must not be negative'),
+    (['--startup_timeout=-5'], {}, '--startup_timeout must not be negative, got -5'),
     (['--profile_steps=5'], {}, "--profile_steps must be START,END with 1 <= START <= END"),
     (['--strategy=mirrored', '--num_cpu_devices=2', '--batch_size=63', '--dataset=synthetic'],
      {}, '--batch_size=63 (the global batch) does not divide among 2 replicas'),

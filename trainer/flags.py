@@ -34,6 +34,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
          'many logical devices (replicas); 0 uses the GPUs.')
   define('string', 'tpu', 'With --strategy=tpu: TPU name or grpc:// address; empty for the '
          'TPU VM this runs on.')
+  define('integer', 'startup_timeout', 'With --strategy=multi_worker: seconds to wait for '
+         'every worker of TF_CONFIG to answer before giving up (exit 69), naming the missing '
+         'ones; 0: no limit. Long enough for cloud workers that start minutes apart (new GPU '
+         'nodes, large images to pull); while waiting, a line every 30 s names who is missing.')
   define('integer', 'batch_size', 'Global batch size (all replicas).')
   define('float', 'learning_rate', 'Peak learning rate (for --base_batch_size if '
          '--lr_scaling is set).')

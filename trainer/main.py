@@ -12,7 +12,7 @@ from absl import flags
 from absl import logging
 
 from trainer.core.errors import EXIT_PEER_LOST, EXIT_PREEMPTED, EXIT_USER_ERROR, Preempted, \
-    UserError
+    StartupEnded, UserError
 from trainer import flags as trainer_flags
 from trainer.report import logs
 from trainer.run_folder import run_lock
@@ -56,6 +56,9 @@ def main(argv):
         raise
       logs.plain_line(f'error: {distribute.peer_failure_message(e)}', 'ERROR')
       sys.exit(EXIT_PEER_LOST)
+  except StartupEnded as e:
+    logs.plain_line(f'stopped: {e}', 'ERROR' if e.exit_code == EXIT_PEER_LOST else 'WARNING')
+    sys.exit(e.exit_code)
   except UserError as e:
     logs.plain_line(f'error: {e}', 'ERROR')
     sys.exit(EXIT_USER_ERROR)

@@ -5,6 +5,7 @@ Modules:
   errors.py      UserError (one-line errors, exit 2), Preempted, the exit codes
   distribute.py  the tf.distribute strategy of --strategy; workers, chief, batch arithmetic
   accelerators.py  the NVIDIA devices here, and the GPUs and CUDA TensorFlow sees
+  startup.py     a multi-worker start: wait for every worker, say who is missing, time out
 
 May import: nothing of the trainer.
 """

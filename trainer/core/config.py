@@ -16,6 +16,10 @@ AUGMENTATIONS = ('none', 'flip', 'flip_shift')
 INPUTS = ('host', 'device')
 OPTIMIZERS = ('adam', 'adamw', 'lamb', 'lion', 'sgd', 'muon')
 LR_SCALINGS = ('none', 'linear', 'sqrt')
+# --startup_timeout: cloud workers can start many minutes apart (a cluster autoscaler adding
+# GPU nodes, a multi-GB image pulled on each), yet a worker that never comes (a wrong address)
+# should not hold the others for the hour TensorFlow's own wait lasts.
+DEFAULT_STARTUP_TIMEOUT = 1800
 _CHOICES = {'strategy': STRATEGIES, 'augment': AUGMENTATIONS, 'lr_schedule': LR_SCHEDULES,
             'mixed_precision': MIXED_PRECISION, 'optimizer': OPTIMIZERS,
             'lr_scaling': LR_SCALINGS, 'input': INPUTS}
@@ -33,6 +37,8 @@ class Config:
   strategy: str = 'default'
   num_cpu_devices: int = 0
   tpu: str = ''
+  # multi_worker: seconds to wait for every worker to answer (trainer/core/startup.py); 0: no limit.
+  startup_timeout: int = DEFAULT_STARTUP_TIMEOUT
 
   batch_size: int = 64  # Global batch, across all replicas.
   learning_rate: float = 1e-3
@@ -104,7 +110,8 @@ class Config:
     if self.learning_rate <= 0:
       raise UserError(f'--learning_rate must be positive, got {self.learning_rate}')
     for name in ('epochs', 'train_steps', 'num_cpu_devices', 'checkpoint_every_steps',
-                 'eval_every_steps', 'warmup_steps', 'warmup_epochs', 'input_threads'):
+                 'eval_every_steps', 'warmup_steps', 'warmup_epochs', 'input_threads',
+                 'startup_timeout'):
       if getattr(self, name) < 0:
         raise UserError(f'--{name} must not be negative, got {getattr(self, name)}')
     if self.epochs == 0 and self.train_steps == 0:

@@ -9,6 +9,8 @@ import urllib.parse
 from absl import logging
 import tensorflow as tf
 
+from trainer.core import startup
+from trainer.core.config import DEFAULT_STARTUP_TIMEOUT
 from trainer.core.errors import UserError, first_line
 
 # What a collective raises once another worker is gone: its connection was reset, or
@@ -108,8 +110,12 @@ def _tpu_resolver(tpu: str):
   return resolver
 
 
-def create_strategy(name: str, num_cpu_devices: int = 0, tpu: str = '') -> tf.distribute.Strategy:
-  """Returns the strategy for --strategy=name; raises UserError when it cannot exist here."""
+def create_strategy(name: str, num_cpu_devices: int = 0, tpu: str = '',
+                    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT) -> tf.distribute.Strategy:
+  """Returns the strategy for --strategy=name; raises UserError when it cannot exist here.
+
+  multi_worker first waits up to `startup_timeout` s (0: no limit) for the other workers.
+  """
   if name != 'multi_worker':
     _drop_blank_tf_config()
   if name == 'default':
@@ -127,7 +133,7 @@ def create_strategy(name: str, num_cpu_devices: int = 0, tpu: str = '') -> tf.di
                       'pass --num_cpu_devices=N to split the CPU into N replicas')
     return tf.distribute.MirroredStrategy()
   if name == 'multi_worker':
-    _validate_tf_config()
+    startup.wait_for_workers(_validate_tf_config(), startup_timeout)
     return tf.distribute.MultiWorkerMirroredStrategy()
   if name == 'tpu':
     return tf.distribute.TPUStrategy(_tpu_resolver(tpu))

@@ -11,8 +11,9 @@ EXIT_USER_ERROR = 2
 # sysexits.h EX_TEMPFAIL, "temporary failure, retry later": what a scheduler should do after
 # a preemption, since the rerun continues from the checkpoint saved on the way out.
 EXIT_PREEMPTED = 75
-# sysexits.h EX_UNAVAILABLE: another worker of a multi-worker run is gone. Only a rerun of
-# the whole job can recover (it resumes from the last checkpoint), so schedulers retry it.
+# sysexits.h EX_UNAVAILABLE: another worker of a multi-worker run is gone, or never came
+# (--startup_timeout). Only a rerun of the whole job can recover (it resumes from the last
+# checkpoint), so schedulers retry it.
 EXIT_PEER_LOST = 69
 
 
@@ -40,3 +41,12 @@ class Preempted(Exception):
     super().__init__(f'preempted: checkpoint saved at step {step}; rerun the same command '
                      'to continue')
     self.step = step
+
+
+class StartupEnded(UserError):
+  """A multi-worker start-up that ended before training: a signal, or workers that never
+  answered. `exit_code` tells a scheduler which (trainer/core/startup.py)."""
+
+  def __init__(self, message: str, exit_code: int):
+    super().__init__(message)
+    self.exit_code = exit_code

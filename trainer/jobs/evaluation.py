@@ -69,7 +69,7 @@ class Evaluator:
     config = config.replace(eval_split=split).validate()
     self.config, self.split = config, split
     self.strategy = strategy or distribute.create_strategy(
-        config.strategy, config.num_cpu_devices, config.tpu)
+        config.strategy, config.num_cpu_devices, config.tpu, config.startup_timeout)
     dirs = run_dirs.resolve(model_dir=model_dir, tensorboard_dir=config.tensorboard_dir,
                             checkpoint_dir=config.checkpoint_dir,
                             multi_worker=config.strategy == 'multi_worker')

@@ -73,7 +73,8 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
   run_dirs.prepare(dirs, config.export_dir)  # Before data or model: a bad folder fails fast.
   if strategy is None:
     accelerators.warn_if_gpu_unseen()
-    strategy = distribute.create_strategy(config.strategy, config.num_cpu_devices, config.tpu)
+    strategy = distribute.create_strategy(config.strategy, config.num_cpu_devices, config.tpu,
+                                          config.startup_timeout)
   logs.set_worker(distribute.task_label(strategy))
   lock = run_lock.acquire(dirs.model_dir, chief=distribute.is_chief(strategy))
   try:
@@ -93,7 +94,7 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
 
 # Where a run reads and writes, and how often it saves: no bearing on what it learns.
 _NOT_HPARAMS = ('data_dir', 'model_dir', 'tensorboard_dir', 'checkpoint_dir', 'export_dir',
-                'tpu', 'profile_steps', 'checkpoint_every_steps', 'keep_checkpoints')
+                'tpu', 'startup_timeout', 'profile_steps', 'checkpoint_every_steps', 'keep_checkpoints')
 
 
 def _hparams(config: Config, strategy) -> dict:
