@@ -9,7 +9,7 @@ need the default strategy.
 
 import dataclasses
 import re
-from typing import List, Tuple
+from typing import List
 
 import tensorflow as tf
 
