@@ -60,7 +60,10 @@ def strategy_check(config: Config) -> Tuple[Check, Optional[tf.distribute.Strate
 def kernel_check(config: Config, built: compiled.Built) -> Check:
   if config.strategy == 'tpu':
     return Check('kernels', SKIPPED, 'a TPU runs the steps as XLA compiles them: see xla')
-  train, evaluate = compiled.loop_functions(built)
+  try:
+    train, evaluate = compiled.loop_functions(built)
+  except (tf.errors.OpError, ValueError, TypeError) as e:
+    return Check('kernels', FAIL, f'the train or eval loop does not trace: {first_line(e, 300)}')
   missing = kernels.misplaced(train) + kernels.misplaced(evaluate)
   if missing:
     return Check('kernels', WARNING, f'{len(missing)} op(s) of the compiled loops have no GPU '
@@ -114,7 +117,13 @@ def _timed_loops(built: compiled.Built) -> List[Tuple[int, float, float, float]]
 
 def timed_run(config: Config, strategy: tf.distribute.Strategy,
               built: compiled.Built) -> Check:
-  loops = _timed_loops(built)
+  try:
+    loops = _timed_loops(built)
+  except tf.errors.ResourceExhaustedError as e:
+    return Check('timed_run', FAIL, f'out of device memory at batch {config.batch_size} '
+                 f'({first_line(e, 200)}); lower --batch_size or use --input=host')
+  except tf.errors.OpError as e:
+    return Check('timed_run', FAIL, f'the training loop failed: {first_line(e, 300)}')
   steps = sum(size for size, _, _, _ in loops)
   seconds = sum(elapsed for _, elapsed, _, _ in loops)
   replicas = strategy.num_replicas_in_sync

@@ -18,7 +18,7 @@ import tensorflow as tf
 from trainer.core import accelerators
 from trainer.core.config import Config
 from trainer.core import distribute
-from trainer.core.errors import UserError
+from trainer.core.errors import UserError, first_line
 from trainer.run_folder import run_dirs
 
 OK, WARNING, FAIL, SKIPPED = 'ok', 'warning', 'FAIL', 'skipped'
@@ -178,13 +178,15 @@ def _data_folder_check(config: Config) -> Check:
                  f'{config.dataset} is {"prepared" if there else "not prepared yet"}' +
                  ('' if there else ' (a run downloads it there on first use)'))
   try:
-    if not tf.io.gfile.isdir(folder):
-      return Check('data', FAIL, f'the data folder {folder} (--data_dir) does not exist; '
-                   'give the folder that holds the data set, or leave --data_dir out to '
-                   'use (and download into) TFDS\'s own')
+    # listdir, not isdir: on gs:// isdir says False for a bucket it could not reach at all.
     entries = len(tf.io.gfile.listdir(folder))
+  except tf.errors.NotFoundError:
+    return Check('data', FAIL, f'the data folder {folder} (--data_dir) does not exist or is '
+                 'not a folder; give the folder that holds the data set, or leave --data_dir '
+                 'out to use (and download into) TFDS\'s own')
   except (tf.errors.OpError, OSError) as e:
-    return Check('data', FAIL, f'cannot read the data folder {folder} (--data_dir): {e}')
+    return Check('data', FAIL, f'cannot read the data folder {folder} (--data_dir): '
+                 f'{first_line(e, 200)}; check the path and this machine\'s access to it')
   writable = run_dirs.unwritable(folder, 'data folder') is None
   return Check('data', OK, f'data folder {folder} exists, {entries} entries, ' +
                ('writable' if writable else 'read-only (fine for prepared data; nothing '
