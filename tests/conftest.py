@@ -30,16 +30,7 @@ SHARED_TFDS = REPO.parent / 'shared' / 'datasets' / 'tfds'
 
 def make_source(num_train=512, num_eval=100, shape=(32, 32, 3), num_classes=10, seed=0):
   """Random but learnable in-memory data: the label is visible in the image's mean."""
-  rng = np.random.default_rng(seed)
-
-  def split(n):
-    labels = rng.integers(0, num_classes, size=n)
-    noise = rng.integers(0, 64, size=(n,) + shape)
-    images = (noise + (labels * (190 // num_classes))[:, None, None, None]).astype(np.uint8)
-    return images, labels.astype(np.int64)
-
-  return sources.InMemorySource(
-      'random', split(num_train), split(num_eval), [f'c{i}' for i in range(num_classes)])
+  return sources.random_source(num_train, num_eval, shape, num_classes, seed)
 
 
 def id_source(num_train, num_eval, shape=(8, 8, 3)):

@@ -17,21 +17,11 @@ import tensorflow as tf
 
 from tests.conftest import make_source
 from tests.presets import presets
-from trainer.data import pipeline
+from trainer.model import compiled
 from trainer.model import kernels
-from trainer.model import steps
 
 _STAND_IN = {'default': 'default', 'one_device': 'default', 'tpu': 'default',
              'mirrored': 'mirrored', 'multi_worker': 'mirrored'}
-
-# The only ops allowed on the host: none of them touches per-example data.
-_EXEMPT = {
-    # The loop's clocks (trainer/model/input_wait.py): a read of the host's clock.
-    'Timestamp': lambda m: True,
-    # The message an Assert prints if it fails (confusion matrix and loss checks): a host
-    # string constant that no kernel ever reads on the device.
-    'Const': lambda m: m.dtypes == (('dtype', ('string',)),) and '/Assert/' in m.node,
-}
 
 
 def _cases():
@@ -47,26 +37,16 @@ def _cases():
 
 def _loops(config, strategy):
   """The concrete train loop (two steps) and eval loop of `config`, on tiny data."""
-  source = make_source(num_train=64, num_eval=16)
-  trainer = steps.build_trainer(config, strategy, source.info, total_steps=16,
-                                steps_per_epoch=8)
-  iterator = pipeline.distributed_train_iterator(
-      strategy, source, config.batch_size, 8, 0, augment=config.augment,
-      input_mode=config.input)
-  train = trainer.train_loop.get_concrete_function(iterator, tf.constant(2))
-  eval_dataset, eval_steps = pipeline.distributed_eval_dataset(strategy, source,
-                                                               config.batch_size)
-  evaluate = trainer.eval_loop.get_concrete_function(iter(eval_dataset),
-                                                     tf.constant(eval_steps))
-  return train, evaluate
+  built = compiled.build(config, strategy, make_source(num_train=64, num_eval=16),
+                         steps_per_epoch=8, total_steps=16)
+  return compiled.loop_functions(built)
 
 
 @pytest.mark.parametrize('config', _cases())
 def test_every_op_of_the_train_and_eval_loops_has_a_gpu_kernel(config, mirrored):
   strategy = mirrored if config.strategy == 'mirrored' else tf.distribute.get_strategy()
   train, evaluate = _loops(config, strategy)
-  missing = [m for loop in (train, evaluate) for m in kernels.missing_kernels(loop)
-             if not _EXEMPT.get(m.op, lambda _: False)(m)]
+  missing = [m for loop in (train, evaluate) for m in kernels.misplaced(loop)]
   assert not missing, 'no GPU kernel: ' + '; '.join(map(str, missing))
 
 
@@ -97,3 +77,15 @@ def test_ops_in_nested_functions_are_checked():
     return x
   missing = kernels.missing_kernels(looped.get_concrete_function(tf.TensorSpec([2], tf.uint8)))
   assert [(m.op, bool(m.function)) for m in missing] == [('GatherV2', True)]
+
+
+def test_only_host_side_ops_without_per_example_data_are_allowed_on_the_host():
+  """The exemptions (trainer/model/kernels.py ALLOWED_ON_HOST), each for its reason: the
+  loop's clocks read the host's clock; an Assert's message is a string constant no device
+  kernel reads. Any other op, a string constant elsewhere included, must have a GPU kernel."""
+  assert set(kernels.ALLOWED_ON_HOST) == {'Timestamp', 'Const'}
+  assert_message = kernels.Missing('Const', (('dtype', ('string',)),), 'loss/Assert/data_0', '')
+  other_string = kernels.Missing('Const', (('dtype', ('string',)),), 'name', '')
+  other_const = kernels.Missing('Const', (('dtype', ('uint8',)),), 'x/Assert/c', '')
+  allowed = lambda m: kernels.ALLOWED_ON_HOST[m.op](m)
+  assert allowed(assert_message) and not allowed(other_string) and not allowed(other_const)

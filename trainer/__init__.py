@@ -4,6 +4,7 @@ Entry points, run as `python -m trainer.NAME`:
   main.py      train and evaluate: flags in, a run folder out
   evaluate.py  evaluate a run's checkpoints, once or as training writes them
   predict.py   classify image files with a run's export
+  doctor.py    check this machine or cluster for a run's flags: devices, workers, folders, speed
   flags.py     the training flags, and the Config they build
 
 Packages, from the bottom up; each imports only the packages its own docstring names:

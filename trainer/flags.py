@@ -1,9 +1,12 @@
 """Command-line flags, and the Config they build. Presets in configs/ are flagfiles of these."""
 
+import sys
+
 from absl import flags
 
 from trainer.core.config import AUGMENTATIONS, Config, INPUTS, LR_SCALINGS, LR_SCHEDULES, \
     MIXED_PRECISION, OPTIMIZERS, STRATEGIES
+from trainer.core.errors import EXIT_USER_ERROR
 from trainer.report import logs
 
 _DEFAULTS = Config()
@@ -122,3 +125,15 @@ def config_from_flags(values: flags.FlagValues = flags.FLAGS) -> Config:
   """The validated Config for the parsed flags (raises UserError on bad values)."""
   fields = {name: values[name].value for name in Config.__dataclass_fields__}
   return Config(**fields).validate()
+
+
+def parse_flags(argv):
+  """absl's flags_parser for the entry points that take the training flags.
+
+  absl's own parser reports a bad flag value in two lines and exits with 1; ours is the
+  one `error: ...` line (JSON under --log_format=json) and exit 2 of every bad input."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    logs.plain_line(f'error: {e}', 'ERROR', logs.requested_format(argv[1:]))
+    sys.exit(EXIT_USER_ERROR)

@@ -20,16 +20,6 @@ from trainer.run_folder import run_lock
 trainer_flags.define_flags()
 
 
-def _parse_flags(argv):
-  # absl's own parser reports a bad flag value in two lines and exits with 1; ours is the
-  # one `error: ...` line (JSON under --log_format=json) and exit 2 of every bad input.
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    logs.plain_line(f'error: {e}', 'ERROR', logs.requested_format(argv[1:]))
-    sys.exit(EXIT_USER_ERROR)
-
-
 def _thread_failed(args):
   # TensorFlow's background threads (the preemption handler's peer watcher, say) die with
   # a long traceback when a peer vanishes; the main thread reports the failure itself.
@@ -68,4 +58,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=trainer_flags.parse_flags)

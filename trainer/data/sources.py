@@ -51,6 +51,22 @@ class InMemorySource:
     return tf.data.Dataset.from_tensor_slices((images, labels)).shard(num_shards, shard_index)
 
 
+def random_source(num_train: int, num_eval: int, shape=(32, 32, 3), num_classes: int = 10,
+                  seed: int = 0) -> InMemorySource:
+  """Random but learnable data held in memory (the label shows in the image's mean): for
+  tests, and for checks that must run a data set's shapes without reading it."""
+  rng = np.random.default_rng(seed)
+
+  def split(n):
+    labels = rng.integers(0, num_classes, size=n)
+    noise = rng.integers(0, 64, size=(n,) + tuple(shape))
+    images = (noise + (labels * (190 // num_classes))[:, None, None, None]).astype(np.uint8)
+    return images, labels.astype(np.int64)
+
+  return InMemorySource('random', split(num_train), split(num_eval),
+                        [f'c{i}' for i in range(num_classes)])
+
+
 class SyntheticSource:
   """Random CIFAR-10-shaped data; the trainer keeps one batch on the device for it."""
   device_resident = True

@@ -7,6 +7,7 @@ Modules:
   input_wait.py  the training loop's clocks: time spent waiting for input
   steps.py       Trainer: model, optimizer and the compiled train and eval loops
   kernels.py     the ops of a compiled function that have no GPU kernel for their dtypes
+  compiled.py    a Config's compiled loops and XLA steps, built apart from a run, for checks
   export.py      the SavedModel that serves uint8 images
 
 May import: trainer.core, trainer.data.

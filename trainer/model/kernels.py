@@ -103,3 +103,19 @@ def missing_kernels(function, device_type: str = 'GPU') -> List[Missing]:
     if not has_kernel(node.op, types, device_type):
       missing.append(Missing(node.op, types, node.name, where))
   return missing
+
+
+# The only ops a compiled loop may leave on the host, none of which touches per-example data.
+ALLOWED_ON_HOST = {
+    # The loop's clocks (input_wait.py): a read of the host's clock.
+    'Timestamp': lambda m: True,
+    # The message an Assert prints if it fails (confusion matrix and loss checks): a host
+    # string constant that no kernel ever reads on the device.
+    'Const': lambda m: m.dtypes == (('dtype', ('string',)),) and '/Assert/' in m.node,
+}
+
+
+def misplaced(function, device_type: str = 'GPU') -> List[Missing]:
+  """missing_kernels() without the ops that may stay on the host (ALLOWED_ON_HOST)."""
+  return [m for m in missing_kernels(function, device_type)
+          if not ALLOWED_ON_HOST.get(m.op, lambda _: False)(m)]

@@ -47,6 +47,9 @@ _NATIVE_NOISE = 'WARNING: All log messages before absl::InitializeLog() is calle
 # there it only means "no GPU here, running on the CPU". Where the driver is loaded, the
 # same line means the GPU cannot be used, and it stays an error.
 _CUDA_PROBE = 'failed call to cuInit'
+# XLA compiles a function's Asserts away and warns once per Assert: a compiled eval step has
+# several (the confusion matrix's range checks), and the warning asks nothing of anyone.
+_XLA_ASSERT = 'Ignoring Assert operator'
 
 
 class _State:
@@ -217,6 +220,8 @@ def _native_record(text: str) -> Optional[logging.LogRecord]:
       if message.startswith(_CUDA_PROBE) and not os.path.exists(NVIDIA_DRIVER):
         level = logging.INFO
         message = f'no NVIDIA driver on this machine: TensorFlow uses the CPU ({message})'
+      elif message.startswith(_XLA_ASSERT):
+        level = logging.INFO
       return logging.LogRecord('native', level, path, int(line), message, None, None)
   return None
 

@@ -51,35 +51,72 @@ def resolve(*, model_dir: Optional[str] = None, tensorboard_dir: Optional[str] =
       checkpoint_dir=checkpoint_dir or from_env(AIP_CHECKPOINT_DIR) or model_dir)
 
 
-def _probe(folder: str) -> None:
-  """Creates `folder` and writes, reads back and deletes a small file in it."""
-  tf.io.gfile.makedirs(folder)
-  # Named per process: the workers of one job probe a shared folder at the same time.
-  probe = os.path.join(folder, f'.write-probe-{socket.gethostname()}-{os.getpid()}')
-  with tf.io.gfile.GFile(probe, 'w') as f:
-    f.write('probe\n')
-  with tf.io.gfile.GFile(probe) as f:
-    if f.read() != 'probe\n':
-      raise OSError('a file written there did not read back the same')
-  tf.io.gfile.remove(probe)
+def _missing_folders(folder: str) -> list:
+  """`folder` and those of its parents that do not exist yet, the deepest first."""
+  missing = []
+  while folder and not tf.io.gfile.exists(folder):
+    missing.append(folder)
+    parent = os.path.dirname(folder.rstrip('/'))
+    if parent == folder or parent.endswith(':/') or parent.endswith(':'):
+      break
+    folder = parent
+  return missing
 
 
-def prepare(dirs: RunDirs, export_dir: Optional[str] = None) -> None:
-  """Creates the run's folders and checks each takes a write; raises UserError naming the
-  folder and the reason otherwise."""
+def probe(folder: str, keep_folders: bool = True) -> None:
+  """Creates `folder` and writes, reads back and deletes a small file in it.
+
+  `keep_folders=False` also removes the folders it created (a check that must leave
+  nothing behind); a folder something else wrote into meanwhile stays.
+  """
+  created = [] if keep_folders else _missing_folders(folder)
+  try:
+    tf.io.gfile.makedirs(folder)
+    # Named per process: the workers of one job probe a shared folder at the same time.
+    path = os.path.join(folder, f'.write-probe-{socket.gethostname()}-{os.getpid()}')
+    with tf.io.gfile.GFile(path, 'w') as f:
+      f.write('probe\n')
+    try:
+      with tf.io.gfile.GFile(path) as f:
+        if f.read() != 'probe\n':
+          raise OSError('a file written there did not read back the same')
+    finally:
+      tf.io.gfile.remove(path)
+  finally:
+    for made in created:
+      if tf.io.gfile.isdir(made) and not tf.io.gfile.listdir(made):
+        tf.io.gfile.rmtree(made)
+
+
+def folders(dirs: RunDirs, export_dir: Optional[str] = None) -> list:
+  """[(folder, role)] of every distinct folder a run writes, the run folder first."""
   roles = [(dirs.model_dir, 'run folder (--model_dir)'),
            (dirs.checkpoint_dir, 'checkpoint folder (--checkpoint_dir)'),
            (dirs.tensorboard_dir, 'TensorBoard folder (--tensorboard_dir)')]
   if export_dir:
     # The export is written beside its final place, then renamed: the parent must take writes.
     roles.append((os.path.dirname(export_dir.rstrip('/')) or '.', 'parent of --export_dir'))
-  probed = set()
+  distinct = {}
   for folder, role in roles:
-    if folder in probed:
-      continue
-    probed.add(folder)
-    try:
-      _probe(folder)
-    except (tf.errors.OpError, OSError) as e:
-      raise UserError(f'cannot write to the {role} {folder}: {first_line(e, 200)}; choose a '
-                      'folder this process may create and write') from None
+    distinct.setdefault(folder, role)
+  return list(distinct.items())
+
+
+def unwritable(folder: str, role: str, keep_folders: bool = True) -> Optional[str]:
+  """None if `folder` takes a write (probe()), else one line naming it, the reason and
+  what to do."""
+  try:
+    probe(folder, keep_folders)
+  except (tf.errors.OpError, OSError) as e:
+    return (f'cannot write to the {role} {folder}: {first_line(e, 200)}; choose a folder '
+            'this process may create and write')
+  return None
+
+
+def prepare(dirs: RunDirs, export_dir: Optional[str] = None) -> None:
+  """Creates the run's folders and checks each takes a write; raises UserError naming the
+  folder and the reason otherwise."""
+  for folder, role in folders(dirs, export_dir):
+    problem = unwritable(folder, role)
+    if problem:
+      raise UserError(problem)
