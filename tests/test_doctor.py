@@ -157,7 +157,7 @@ def test_a_taken_own_port_and_a_bad_tf_config_fail(monkeypatch):
     checks = machine_checks.cluster_checks(config, wait_seconds=0.5)
   assert [(c.name, c.status) for c in checks] == [('tf_config', OK), ('workers', FAIL),
                                                   ('workers', OK)]
-  assert 'is taken by another process' in checks[1].message
+  assert 'another program holds it' in checks[1].message
   monkeypatch.setenv('TF_CONFIG', '{"cluster": {}}')
   assert [(c.name, c.status) for c in machine_checks.cluster_checks(config)] == [
       ('tf_config', FAIL)]

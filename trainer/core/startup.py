@@ -71,16 +71,18 @@ def _names(missing: List[Peer]) -> str:
   return ', '.join(f'{p.label} ({p.address})' for p in missing)
 
 
-def _answers(peer: Peer) -> bool:
+def unanswered(peer: Peer, timeout_s: float = _CONNECT_TIMEOUT_S) -> Optional[str]:
+  """None once a TCP connection to `peer` succeeds; else why not ('Connection refused')."""
   try:
-    socket.create_connection(_host_port(peer.address, peer.label),
-                             timeout=_CONNECT_TIMEOUT_S).close()
-    return True
-  except OSError:  # Refused, unreachable, a name that does not resolve (yet), a timeout.
-    return False
+    socket.create_connection(_host_port(peer.address, peer.label), timeout=timeout_s).close()
+    return None
+  except OSError as e:  # Refused, unreachable, a name that does not resolve (yet), a timeout.
+    return e.strerror or type(e).__name__
 
 
-def _listen(address: str, label: str) -> socket.socket:
+def listen(address: str, label: str) -> socket.socket:
+  """Listens on this worker's own TF_CONFIG port, so that the other workers see it; raises
+  UserError where another program holds the port."""
   _, port = _host_port(address, label)
   try:
     if socket.has_dualstack_ipv6():  # As TensorFlow's server does: IPv4 and IPv6 alike.
@@ -144,7 +146,7 @@ def wait_for_workers(tf_config: dict, timeout_s: float,
   report_every_s = report_every_s or report_seconds()
   task = tf_config['task']
   own_label = _label(task['type'], task['index'])
-  beacon = _listen(tf_config['cluster'][task['type']][task['index']], own_label)
+  beacon = listen(tf_config['cluster'][task['type']][task['index']], own_label)
   beacon.setblocking(False)
   wait = _Wait(missing)
   previous = {}
@@ -157,7 +159,7 @@ def wait_for_workers(tf_config: dict, timeout_s: float,
     while True:
       _drain(beacon)
       wait.check_signal()
-      wait.missing = [peer for peer in wait.missing if not _answers(peer)]
+      wait.missing = [peer for peer in wait.missing if unanswered(peer)]
       if not wait.missing:
         return
       wait.check_signal()

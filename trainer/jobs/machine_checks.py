@@ -6,18 +6,17 @@ a folder behind.
 """
 
 import dataclasses
-import errno
 import json
 import os
-import socket
 import time
-from typing import List, Optional, Tuple
+from typing import List
 
 import tensorflow as tf
 
 from trainer.core import accelerators
 from trainer.core.config import Config
 from trainer.core import distribute
+from trainer.core import startup
 from trainer.core.errors import UserError, first_line
 from trainer.run_folder import run_dirs
 
@@ -69,61 +68,17 @@ def tensorflow_check(config: Config) -> List[Check]:
   return checks
 
 
-def _peers(tf_config: dict) -> Tuple[Optional[str], List[Tuple[str, str]]]:
-  """(this task's own address, [(label, address)] of every other task of the cluster)."""
-  task = tf_config['task']
-  own, others = None, []
-  for job, members in sorted(tf_config['cluster'].items()):
-    for index, address in enumerate(members):
-      if job == task['type'] and index == task['index']:
-        own = address
-      else:
-        others.append((f'{job} {index}', address))
-  return own, others
-
-
-def _split(address: str) -> Tuple[str, int]:
-  host, _, port = str(address).rpartition(':')
-  return host.strip('[]'), int(port)
-
-
-def _listen(address: str) -> Tuple[Optional[socket.socket], Optional[str]]:
-  """Listens on this task's own port, so that doctors on the other machines find it; a
-  port already taken is a problem of its own: the trainer's server could not start."""
-  try:
-    _, port = _split(address)
-  except ValueError:
-    return None, f'this task\'s address {address!r} in TF_CONFIG is not host:port'
-  listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-  try:
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(('', port))
-    listener.listen(16)
-    return listener, None
-  except OSError as e:
-    listener.close()
-    if e.errno == errno.EADDRINUSE:
-      return None, (f'this task\'s port ({address}) is taken by another process (a run still '
-                    'going?): the trainer could not start its server there; stop that '
-                    'process or change the port in TF_CONFIG')
-    return None, f'cannot listen on this task\'s address {address}: {e}'
-
-
 def _unanswered(peers, wait_seconds: float) -> dict:
-  """{label: (address, reason)} of the peers that no TCP connect reached within the wait."""
-  pending = {label: (address, 'no answer') for label, address in peers}
+  """{peer: reason} of the peers that no TCP connect reached within the wait."""
+  pending = {peer: 'no answer' for peer in peers}
   deadline = time.monotonic() + wait_seconds
   while pending:
-    for label, (address, _) in list(pending.items()):
-      try:
-        host, port = _split(address)
-        timeout = max(0.1, min(2.0, deadline - time.monotonic()))
-        socket.create_connection((host, port), timeout=timeout).close()
-        del pending[label]
-      except ValueError:
-        pending[label] = (address, 'not host:port')
-      except OSError as e:
-        pending[label] = (address, e.strerror or type(e).__name__)
+    for peer in list(pending):
+      reason = startup.unanswered(peer, max(0.1, min(2.0, deadline - time.monotonic())))
+      if reason is None:
+        del pending[peer]
+      else:
+        pending[peer] = reason
     if time.monotonic() + _RETRY_SECONDS >= deadline:
       break
     time.sleep(_RETRY_SECONDS)  # Retried: the other machines' doctors may start later.
@@ -141,29 +96,39 @@ def cluster_checks(config: Config, wait_seconds: float = PEER_WAIT_SECONDS) -> L
   except UserError as e:
     return [Check('tf_config', FAIL, str(e))]
   tf_config = json.loads(raw)
-  own, peers = _peers(tf_config)
   task = tf_config['task']
-  checks = [Check('tf_config', OK, f'this is {task["type"]} {task["index"]} at {own} of '
-                  f'{len(peers) + 1} task(s)', dict(tasks=len(peers) + 1))]
+  own = tf_config['cluster'][task['type']][task['index']]
+  peers = startup.peers(tf_config)
+  checks = [Check('tf_config', OK, f'this is {task["type"]} {task["index"]} at {own}, '
+                  f'{len(peers)} other worker(s) to reach', dict(peers=len(peers)))]
   if config.strategy != 'multi_worker':
     checks.append(Check('tf_config', WARNING, f'TF_CONFIG is set but --strategy='
                         f'{config.strategy} ignores it; pass --strategy=multi_worker for a '
                         'multi-worker run, or unset it'))
-  listener, problem = _listen(own)
-  if problem:
-    checks.append(Check('workers', FAIL, problem))
+  if not peers:
+    return checks
+  try:
+    # As the trainer does while it waits (trainer/core/startup.py): doctors started on every
+    # machine at about the same time find each other.
+    listener = startup.listen(own, f'{task["type"]} {task["index"]}')
+  except UserError as e:
+    listener = None
+    checks.append(Check('workers', FAIL, str(e)))
   try:
     missing = _unanswered(peers, wait_seconds)
+  except UserError as e:  # An address that is not HOST:PORT.
+    checks.append(Check('workers', FAIL, str(e)))
+    return checks
   finally:
     if listener is not None:
       listener.close()
-  for label, (address, reason) in missing.items():
-    checks.append(Check('workers', FAIL, f'{label} at {address} does not answer ({reason}) '
-                        f'within {wait_seconds:g} s; start it (every worker runs the same '
-                        'command), or correct its address in TF_CONFIG'))
-  if peers and not missing:
-    checks.append(Check('workers', OK, f'all {len(peers)} other task(s) answer: ' +
-                        ', '.join(f'{label} at {address}' for label, address in peers)))
+  for peer, reason in missing.items():
+    checks.append(Check('workers', FAIL, f'{peer.label} at {peer.address} does not answer '
+                        f'({reason}) within {wait_seconds:g} s; start it (every worker runs '
+                        'the same command), or correct its address in TF_CONFIG'))
+  if not missing:
+    checks.append(Check('workers', OK, f'all {len(peers)} other worker(s) answer: ' +
+                        ', '.join(f'{p.label} at {p.address}' for p in peers)))
   return checks
 
 
