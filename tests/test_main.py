@@ -76,7 +76,8 @@ def test_missing_dataset_without_network_fails_before_any_download(tmp_path):
   # "no network" comes from the trainer's own probe, made before TFDS would start a download
   # that retries for minutes.
   proxy = 'http://127.0.0.1:9'
-  result = run_main('--dataset=mnist', f'--data_dir={tmp_path}', env={
+  result = run_main('--dataset=mnist', f'--data_dir={tmp_path}',
+                    f'--model_dir={tmp_path / "run"}', env={
       'HTTPS_PROXY': proxy, 'HTTP_PROXY': proxy, 'https_proxy': proxy, 'http_proxy': proxy,
       'NO_PROXY': '', 'no_proxy': ''})
   assert result.returncode == 2, result.stderr[-2000:]
