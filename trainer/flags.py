@@ -6,6 +6,7 @@ from absl import flags
 
 from trainer.core.config import AUGMENTATIONS, Config, INPUTS, LR_SCALINGS, LR_SCHEDULES, \
     MIXED_PRECISION, OPTIMIZERS, STRATEGIES
+from trainer.core.config import FREEZES
 from trainer.core.errors import EXIT_USER_ERROR
 from trainer.report import logs
 
@@ -106,6 +107,17 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
          'resized to; default: the size of the first training image.')
   define('bool', 'skip_bad_images', 'With --dataset=image_folder: leave damaged images out '
          '(a warning each, and a count) instead of stopping with an error.')
+  # Fine-tuning (trainer/jobs/init_from.py, trainer/model/freezing.py).
+  define('string', 'init_from', 'Start a new run from the weights of another run: its run '
+         'folder (the newest checkpoint in checkpoints/, the averaged weights if it used '
+         '--ema_decay) or a SavedModel export folder. Fresh optimizer, step 0; a new output '
+         'layer when the number of classes differs. Ignored when --model_dir has checkpoints '
+         '(that run resumes).')
+  define('string', 'freeze', f'With --init_from: layers kept at the loaded weights: '
+         f'{", ".join(FREEZES)} (conv: both conv layers; all_but_head: all but the output '
+         'layer).')
+  define('float', 'freeze_epochs', 'How long --freeze lasts, in epochs (e.g. 2); then every '
+         'layer trains. 0: the whole run.')
 
   # How the run reports, not what it does: no Config field, not in config.json.
   flags.DEFINE_enum('log_format', 'text', logs.FORMATS, 'text: "HH:MM:SS  message" lines for '

@@ -16,13 +16,15 @@ AUGMENTATIONS = ('none', 'flip', 'flip_shift')
 INPUTS = ('host', 'device')
 OPTIMIZERS = ('adam', 'adamw', 'lamb', 'lion', 'sgd', 'muon')
 LR_SCALINGS = ('none', 'linear', 'sqrt')
+# Fine-tuning (trainer/jobs/init_from.py, trainer/model/freezing.py): the layers --freeze holds.
+FREEZES = ('none', 'conv', 'all_but_head')
 # --startup_timeout: cloud workers can start many minutes apart (a cluster autoscaler adding
 # GPU nodes, a multi-GB image pulled on each), yet a worker that never comes (a wrong address)
 # should not hold the others for the hour TensorFlow's own wait lasts.
 DEFAULT_STARTUP_TIMEOUT = 1800
 _CHOICES = {'strategy': STRATEGIES, 'augment': AUGMENTATIONS, 'lr_schedule': LR_SCHEDULES,
             'mixed_precision': MIXED_PRECISION, 'optimizer': OPTIMIZERS,
-            'lr_scaling': LR_SCALINGS, 'input': INPUTS}
+            'lr_scaling': LR_SCALINGS, 'input': INPUTS, 'freeze': FREEZES}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +91,11 @@ class Config:
   image_size: str = ''  # 'H,W'; empty: the size of the first training image.
   skip_bad_images: bool = False  # Leave damaged images out (with a warning) instead of failing.
 
+  # Fine-tuning (trainer/jobs/init_from.py, trainer/model/freezing.py).
+  init_from: str = ''  # A run folder or an export whose weights a new run starts from.
+  freeze: str = 'none'  # Layers kept at their starting weights: none, conv, all_but_head.
+  freeze_epochs: float = 0.0  # How long --freeze lasts; 0: the whole run.
+
   def validate(self) -> 'Config':
     """Raises UserError for values no run could use; returns self for chaining."""
     for name, choices in _CHOICES.items():
@@ -134,7 +141,18 @@ class Config:
                       'deterministic max-pool gradient (SelectAndScatter); drop --jit_compile '
                       'for a reproducible run, or --deterministic for XLA')
     parse_profile_steps(self.profile_steps)
+    self._validate_fine_tuning()
     return self
+
+  def _validate_fine_tuning(self):
+    if self.freeze_epochs < 0:
+      raise UserError(f'--freeze_epochs must not be negative, got {self.freeze_epochs}')
+    if self.freeze_epochs and self.freeze == 'none':
+      raise UserError('--freeze_epochs only applies with --freeze=conv or all_but_head')
+    if self.freeze != 'none' and not self.init_from:
+      # Frozen layers keep their starting weights: without --init_from, random ones.
+      raise UserError(f'--freeze={self.freeze} holds layers at the weights --init_from loads; '
+                      'give --init_from=RUN_FOLDER or EXPORT (or drop --freeze)')
 
   def _validate_optimizer(self):
     if self.weight_decay is not None:

@@ -17,8 +17,10 @@ from trainer.core.errors import UserError
 from trainer.data import device_input
 from trainer.data import pipeline
 from trainer.data import sources
+from trainer.jobs import init_from
 from trainer.jobs import plan as plan_lib
 from trainer.model import export
+from trainer.model import freezing
 from trainer.model import input_wait
 from trainer.model import metrics
 from trainer.model import optimizers
@@ -129,6 +131,8 @@ class _Run:
         dirs.checkpoint_dir, self.trainer.model, self.trainer.optimizer,
         self.trainer.global_step, strategy, config.keep_checkpoints, _signature(self.info, config))
     self.watcher = preemption.PreemptionWatcher(strategy, self.checkpoints)
+    self.freezing = freezing.Freezing(config, self.trainer, self.plan.steps_per_epoch,
+                                      self.plan.total_steps)
     self.summaries = summaries.RunSummaries(dirs.tensorboard_dir, enabled=self.chief)
     self.profile = profiling.ProfileWindow(config.profile_window, self.summaries.train_dir,
                                            enabled=self.chief,
@@ -151,7 +155,8 @@ class _Run:
   def train(self) -> Outcome:
     # Restore before writing anything: an incompatible run folder must stay untouched.
     resumed = self.checkpoints.restore()
-    self._announce(resumed)
+    weights_from = init_from.initialize(self.config, self.trainer.model, self.model_dir, resumed)
+    self._announce(resumed, weights_from)
     config, plan, trainer = self.config, self.plan, self.trainer
     train_iterator = pipeline.distributed_train_iterator(
         self.strategy, self.source, config.batch_size, plan.steps_per_epoch, config.seed,
@@ -177,11 +182,12 @@ class _Run:
       eval_result = trainer.evaluate(eval_data, eval_steps)
     return self._finish(eval_result)
 
-  def _announce(self, resumed):
+  def _announce(self, resumed, weights_from):
     config, info, plan = self.config, self.info, self.plan
     if self.chief:
       tf.io.gfile.makedirs(self.model_dir)
-      records.write_config(self.model_dir, config)
+      records.write_config(self.model_dir, config,
+                           **({init_from.RECORD_KEY: weights_from} if weights_from else {}))
       self.trainer.model.summary(print_fn=lambda line, *_: logging.info('%s', line))
       self.summaries.hparams(_hparams(config, self.strategy), trial_id=self.model_dir)
       images, labels = sources.first_examples(self.source, 25)
@@ -200,6 +206,7 @@ class _Run:
     """One host call of up to --steps_per_loop steps; checks, logs and records it."""
     config, plan, trainer = self.config, self.plan, self.trainer
     size = self.profile.clip(trainer.step, plan.loop_size(trainer.step, config.steps_per_loop))
+    size = self.freezing.before_loop(trainer.step, size)
     trainer.train_sums.reset()
     self.profile.before_loop(trainer.step)
     self.progress.before_loop(size)

@@ -9,6 +9,7 @@ Modules:
   kernels.py     the ops of a compiled function that have no GPU kernel for their dtypes
   compiled.py    a Config's compiled loops and XLA steps, built apart from a run, for checks
   export.py      the SavedModel that serves uint8 images
+  freezing.py    --freeze: layers held at their starting weights, for a while or throughout
 
 May import: trainer.core, trainer.data.
 """

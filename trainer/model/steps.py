@@ -63,13 +63,21 @@ class Trainer:
       self.train_sums = metrics.Sums('train')
       self.eval_sums = metrics.Sums('eval')
       self.eval_confusion = metrics.ConfusionMatrix(info.num_classes)
+    self.freeze([])
+
+  def freeze(self, variables):
+    """From the next train loop on, `variables` keep their values: the optimizer is handed
+    the others only (so no update, weight decay included, touches them). Retraces."""
+    frozen = {v.path for v in variables}
+    self.updated_variables = [v for v in self.model.trainable_variables
+                              if v.path not in frozen]
     self._gradients = tf.function(self._compute_gradients, jit_compile=True) \
-        if config.jit_compile else self._compute_gradients
+        if self.config.jit_compile else self._compute_gradients
     self.train_loop = tf.function(self._train_loop)
     self.eval_loop = tf.function(self._eval_loop)
 
   def _compute_gradients(self, images, labels):
-    variables = self.model.trainable_variables
+    variables = self.updated_variables
     with tf.GradientTape() as tape:
       logits = self.model(images, training=True)
       per_example_loss = cross_entropy(labels, logits, self.config.label_smoothing)
@@ -94,7 +102,7 @@ class Trainer:
       # undoes the sum the optimizer applies again.
       context = tf.distribute.get_replica_context()
       grads = [g / replicas for g in context.all_reduce(tf.distribute.ReduceOp.SUM, grads)]
-    self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+    self.optimizer.apply_gradients(zip(grads, self.updated_variables))
     self.train_sums.add(labels, logits, per_example_loss, tf.ones_like(per_example_loss))
 
   def _train_loop(self, iterator, steps):

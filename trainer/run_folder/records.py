@@ -35,10 +35,11 @@ def write_json(path: str, payload: dict) -> None:
   tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def write_config(model_dir: str, config: Config) -> None:
-  """config.json: every setting of the (latest) run, and the rate it derived for its batch."""
+def write_config(model_dir: str, config: Config, **extra) -> None:
+  """config.json: every setting of the (latest) run, the rate it derived for its batch, and
+  `extra` (e.g. where --init_from's weights came from)."""
   write_json(os.path.join(model_dir, CONFIG_FILE), dict(
-      dataclasses.asdict(config), scaled_learning_rate=config.scaled_learning_rate))
+      dataclasses.asdict(config), scaled_learning_rate=config.scaled_learning_rate, **extra))
 
 
 def read_run_config(model_dir: str) -> Config:

@@ -1,0 +1,153 @@
+"""--init_from: a new run starts from the weights of another run, or of an export.
+
+A run folder gives its newest intact checkpoint (checkpoints/ or preemption/), with the
+averaged weights where it trained with --ema_decay: those are what its evaluations, best/
+and export used. An export gives the weights it serves (averaged already). The optimizer and
+the step start fresh. A run folder that has checkpoints of its own resumes instead, and the
+flag is ignored.
+"""
+
+import dataclasses
+import os
+import types
+from typing import List, Optional
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from trainer.core.config import Config
+from trainer.core.errors import UserError, first_line
+from trainer.model import cnn
+from trainer.model import steps
+from trainer.run_folder import checkpointing
+from trainer.run_folder import records
+
+RECORD_KEY = 'initialized_from'  # The entry of config.json that says where the weights came from.
+
+
+@dataclasses.dataclass
+class Weights:
+  path: str  # The checkpoint or the export read.
+  step: Optional[int]  # The source's training step, where known.
+  image_shape: tuple
+  num_classes: int
+  layers: List[List[np.ndarray]]  # The arrays of each layer that has weights, in order.
+  # 'averaged' (the source's --ema_decay averages), 'raw', or 'exported' (what it serves).
+  kind: str
+
+
+def _shape_text(shape) -> str:
+  return 'x'.join(str(int(n)) for n in shape)
+
+
+def _layer_arrays(model) -> List[List[np.ndarray]]:
+  return [[np.array(w) for w in layer.get_weights()] for layer in model.layers if layer.weights]
+
+
+def _read_run(folder: str) -> Weights:
+  found = checkpointing.list_checkpoints(folder)
+  signature = records.read_json(
+      os.path.join(folder, checkpointing.CHECKPOINT_DIR, checkpointing.SIGNATURE_FILE))
+  if not found or signature is None:
+    raise UserError(f'--init_from={folder}: neither a run folder with checkpoints (in '
+                    f'{checkpointing.CHECKPOINT_DIR}/) nor an export (saved_model.pb)')
+  source_config = records.read_run_config(folder)
+  info = types.SimpleNamespace(image_shape=tuple(signature['image_shape']),
+                               num_classes=signature['num_classes'])
+  # The source's own model and optimizer, so that its checkpoint restores as a resume would,
+  # moving averages included; outside any strategy (the default one).
+  source = steps.build_trainer(source_config, tf.distribute.get_strategy(), info,
+                               total_steps=1, steps_per_epoch=1)
+  checkpoint = tf.train.Checkpoint(model=source.model, optimizer=source.optimizer,
+                                   step=source.global_step)
+  for step, path in reversed(found):  # Newest first; a damaged one falls back to the one before.
+    try:
+      checkpoint.restore(path).assert_existing_objects_matched()
+    except (ValueError, AssertionError) as e:
+      raise UserError(f'--init_from: checkpoint {path} does not fit the model its run '
+                      f'recorded ({first_line(e)})') from None
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning('--init_from: checkpoint %s is damaged (%s); trying the one before it',
+                      path, first_line(e, 200))
+      continue
+    with source.averaged_weights():
+      layers = _layer_arrays(source.model)
+    return Weights(path, step, info.image_shape, info.num_classes, layers,
+                   'averaged' if source_config.ema_decay else 'raw')
+  raise UserError(f'--init_from={folder}: all {len(found)} checkpoints are damaged')
+
+
+def _read_export(folder: str) -> Weights:
+  loaded = tf.saved_model.load(folder)
+  shapes = [spec.shape[1:] for function in loaded.signatures.values()
+            for spec in function.structured_input_signature[1].values()
+            if spec.dtype == tf.uint8 and spec.shape.rank == 4]
+  variables = os.path.join(folder, 'variables', 'variables')
+  biases = [shape for name, shape in tf.train.list_variables(variables)
+            if name.startswith('model/') and '/bias/' in name]
+  if not shapes or not biases:
+    raise UserError(f'--init_from={folder}: not an export of this trainer (no uint8 image '
+                    'signature, or no model weights)')
+  image_shape, num_classes = tuple(int(n) for n in shapes[0]), int(biases[-1][0])
+  model = cnn.create_model(image_shape, num_classes)
+  try:
+    tf.train.Checkpoint(model=model).read(variables).assert_existing_objects_matched()
+  except (ValueError, AssertionError) as e:
+    raise UserError(f'--init_from={folder}: its model is not this trainer\'s '
+                    f'({first_line(e)})') from None
+  parent_results = records.read_json(os.path.join(os.path.dirname(folder.rstrip('/')),
+                                                  records.RESULTS_FILE))
+  # An export at <run>/export: its run's results.json has the step it was taken at.
+  step = parent_results.get('global_step') if parent_results and \
+      os.path.basename(folder.rstrip('/')) == 'export' else None
+  return Weights(folder, step, image_shape, num_classes, _layer_arrays(model), 'exported')
+
+
+def read(init_from: str) -> Weights:
+  """The weights --init_from names: a run folder's newest checkpoint, or an export's."""
+  if not tf.io.gfile.isdir(init_from):
+    raise UserError(f'--init_from={init_from}: no such folder (give a run folder or an export)')
+  if tf.saved_model.contains_saved_model(init_from):
+    return _read_export(init_from)
+  return _read_run(init_from)
+
+
+def apply(weights: Weights, model) -> dict:
+  """Copies `weights` into `model`; a new output layer when the class counts differ.
+
+  Returns the record config.json keeps.
+  """
+  shape = tuple(model.input_shape[1:])
+  if tuple(weights.image_shape) != shape:
+    raise UserError(f'--init_from={weights.path}: its model takes {_shape_text(weights.image_shape)}'
+                    f' images, this run\'s data is {_shape_text(shape)} (HxWxchannels); '
+                    'for an image folder, --image_size=H,W sets the size')
+  num_classes = model.output_shape[-1]
+  layers = [layer for layer in model.layers if layer.weights]
+  new_head = weights.num_classes != num_classes
+  for layer, arrays in zip(layers, weights.layers):
+    if new_head and layer.name == cnn.OUTPUT_LAYER:
+      continue  # Keeps the initial weights of this run's seed.
+    layer.set_weights(arrays)  # Same CNN, same input: the shapes agree.
+  record = {'path': weights.path, 'step': weights.step,
+            'weights': weights.kind,
+            'output_layer': f'new ({weights.num_classes} -> {num_classes} classes)'
+                            if new_head else 'copied'}
+  logging.info('initialized from %s (step %s, %s weights), output layer %s; fresh optimizer, '
+               'step 0', weights.path, weights.step, record['weights'], record['output_layer'])
+  return record
+
+
+def initialize(config: Config, model, model_dir: str, resumed: Optional[int]) -> Optional[dict]:
+  """Loads --init_from into `model` unless the run resumed; returns what config.json records
+  of where the run's weights came from (kept from its config.json when it resumed)."""
+  previous = records.read_json(os.path.join(model_dir, records.CONFIG_FILE)) or {}
+  if resumed is not None:
+    if config.init_from:
+      logging.info('--init_from=%s ignored: this run folder has checkpoints, so the run '
+                   'resumes from step %d', config.init_from, resumed)
+    return previous.get(RECORD_KEY)
+  if not config.init_from:
+    return None
+  return apply(read(config.init_from), model)
