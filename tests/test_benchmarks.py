@@ -1,5 +1,6 @@
 """The benchmark script runs (smoke mode), so that it cannot rot; real figures: README."""
 
+import json
 import sys
 
 import pytest
@@ -47,3 +48,21 @@ def test_time_to_accuracy_benchmark_smoke(cifar_dir):
   for row in rows:
     accuracy = float(row.split()[-4])
     assert 0.0 <= accuracy <= 1.0
+
+
+def test_fine_tuning_benchmark_smoke(cifar_dir, tmp_path):
+  result = forked.run(
+      [sys.executable, '-m', 'tests.benchmark_smoke', 'benchmarks.fine_tuning', '--smoke',
+       '--seeds=1', f'--data_dir={cifar_dir}', f'--work_dir={tmp_path}'], cwd=REPO,
+      capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = result.stdout.split('each seed\n', 1)[1].splitlines()
+  assert [r[:44].strip() for r in rows[:3]] == [
+      'from scratch', '--init_from', '--init_from --freeze=conv --freeze_epochs=5']
+  for row in rows[:3]:
+    assert 0.0 <= float(row.split()[-1]) <= 1.0
+  # The folder holds CIFAR-10 test images only: 8 a class for training, 4 for testing.
+  assert len(list((tmp_path / 'folder' / 'train' / 'cat').iterdir())) == 8
+  assert len(list((tmp_path / 'folder' / 'test' / 'cat').iterdir())) == 4
+  tuned = json.loads((tmp_path / 'runs' / '1_seed1' / 'config.json').read_text())
+  assert tuned['initialized_from']['output_layer'] == 'new (10 -> 5 classes)'

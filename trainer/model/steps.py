@@ -63,6 +63,7 @@ class Trainer:
       self.train_sums = metrics.Sums('train')
       self.eval_sums = metrics.Sums('eval')
       self.eval_confusion = metrics.ConfusionMatrix(info.num_classes)
+    self.eval_loop = tf.function(self._eval_loop)
     self.freeze([])
 
   def freeze(self, variables):
@@ -74,7 +75,6 @@ class Trainer:
     self._gradients = tf.function(self._compute_gradients, jit_compile=True) \
         if self.config.jit_compile else self._compute_gradients
     self.train_loop = tf.function(self._train_loop)
-    self.eval_loop = tf.function(self._eval_loop)
 
   def _compute_gradients(self, images, labels):
     variables = self.updated_variables
