@@ -5,7 +5,7 @@ import sys
 from absl import flags
 
 from trainer.core.config import AUGMENTATIONS, Config, INPUTS, LR_SCALINGS, LR_SCHEDULES, \
-    MIXED_PRECISION, OPTIMIZERS, STRATEGIES
+    MIXED_PRECISION, OPTIMIZERS, STRATEGIES, TUNE_METRICS
 from trainer.core.errors import EXIT_USER_ERROR
 from trainer.report import logs
 
@@ -107,6 +107,14 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   define('bool', 'skip_bad_images', 'With --dataset=image_folder: leave damaged images out '
          '(a warning each, and a count) instead of stopping with an error.')
 
+  # Hyperparameter tuning on Vertex AI (trainer/report/hypertune.py).
+  define('string', 'tune_metric', f'What a tuning trial reports after each evaluation: '
+         f'{", ".join(TUNE_METRICS)} (the tuning job\'s metric id).')
+  define('bool', 'tune_report', 'Report --tune_metric after each evaluation in the '
+         'cloudml-hypertune format ($CLOUD_ML_HP_METRIC_FILE, default '
+         '/tmp/hypertune/output.metrics); default: only in a tuning trial '
+         '($CLOUD_ML_TRIAL_ID or TF_CONFIG\'s trial set).')
+
   # How the run reports, not what it does: no Config field, not in config.json.
   flags.DEFINE_enum('log_format', 'text', logs.FORMATS, 'text: "HH:MM:SS  message" lines for '
                     'people; json: one Cloud Logging structured entry per line (the cloud '
@@ -127,13 +135,34 @@ def config_from_flags(values: flags.FlagValues = flags.FLAGS) -> Config:
   return Config(**fields).validate()
 
 
+# Hyperparameter tuning on Vertex AI: the service passes each value as `--name value`.
+# absl takes the next argument as the value of any flag but a boolean one, so `--cache
+# false` would leave `false` behind as an argument: join those two.
+_BOOLEAN_WORDS = ('true', 'false', 't', 'f', '1', '0')  # What absl's boolean parser takes.
+
+
+def join_boolean_values(argv, values: flags.FlagValues = flags.FLAGS) -> list:
+  """argv with `--flag WORD` written `--flag=WORD` for boolean flags and boolean words."""
+  argv, joined, i = list(argv), [], 0
+  while i < len(argv):
+    name = argv[i][2:] if argv[i].startswith('--') and '=' not in argv[i] else ''
+    if (name in values and values[name].boolean
+        and i + 1 < len(argv) and argv[i + 1].lower() in _BOOLEAN_WORDS):
+      joined.append(f'{argv[i]}={argv[i + 1]}')
+      i += 2
+    else:
+      joined.append(argv[i])
+      i += 1
+  return joined
+
+
 def parse_flags(argv):
   """absl's flags_parser for the entry points that take the training flags.
 
   absl's own parser reports a bad flag value in two lines and exits with 1; ours is the
   one `error: ...` line (JSON under --log_format=json) and exit 2 of every bad input."""
   try:
-    return flags.FLAGS(argv)
+    return flags.FLAGS(argv[:1] + join_boolean_values(argv[1:]))
   except flags.Error as e:
     logs.plain_line(f'error: {e}', 'ERROR', logs.requested_format(argv[1:]))
     sys.exit(EXIT_USER_ERROR)

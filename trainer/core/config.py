@@ -23,6 +23,9 @@ DEFAULT_STARTUP_TIMEOUT = 1800
 _CHOICES = {'strategy': STRATEGIES, 'augment': AUGMENTATIONS, 'lr_schedule': LR_SCHEDULES,
             'mixed_precision': MIXED_PRECISION, 'optimizer': OPTIMIZERS,
             'lr_scaling': LR_SCALINGS, 'input': INPUTS}
+# Hyperparameter tuning on Vertex AI: what a trial reports (trainer/report/hypertune.py).
+TUNE_METRICS = ('eval_accuracy', 'eval_loss')
+_CHOICES['tune_metric'] = TUNE_METRICS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +91,11 @@ class Config:
   # --dataset=image_folder (trainer/data/image_folder.py).
   image_size: str = ''  # 'H,W'; empty: the size of the first training image.
   skip_bad_images: bool = False  # Leave damaged images out (with a warning) instead of failing.
+
+  # Hyperparameter tuning on Vertex AI (trainer/report/hypertune.py): the metric a trial
+  # reports after each evaluation, and whether it reports (None: in a tuning trial only).
+  tune_metric: str = 'eval_accuracy'
+  tune_report: Optional[bool] = None
 
   def validate(self) -> 'Config':
     """Raises UserError for values no run could use; returns self for chaining."""
