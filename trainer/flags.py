@@ -1,5 +1,6 @@
 """Command-line flags, and the Config they build. Presets in configs/ are flagfiles of these."""
 
+import re
 import sys
 
 from absl import flags
@@ -135,25 +136,36 @@ def config_from_flags(values: flags.FlagValues = flags.FLAGS) -> Config:
   return Config(**fields).validate()
 
 
-# Hyperparameter tuning on Vertex AI: the service passes each value as `--name value`.
-# absl takes the next argument as the value of any flag but a boolean one, so `--cache
-# false` would leave `false` behind as an argument: join those two.
+# Hyperparameter tuning on Vertex AI passes each trial's values as `--name value`. absl
+# takes the next argument as the value of any flag but a boolean one, so `--cache false`
+# would leave `false` behind as an argument: those two are joined. And it passes a discrete
+# parameter's values as floats ("128.0", kuds/mesozoic-labs#127), which an integer flag
+# refuses: a whole number written so is passed as the integer it is.
 _BOOLEAN_WORDS = ('true', 'false', 't', 'f', '1', '0')  # What absl's boolean parser takes.
+_WHOLE_FLOAT = re.compile(r'[+-]?[0-9]+\.0*$')
 
 
-def join_boolean_values(argv, values: flags.FlagValues = flags.FLAGS) -> list:
-  """argv with `--flag WORD` written `--flag=WORD` for boolean flags and boolean words."""
-  argv, joined, i = list(argv), [], 0
+def tuning_arguments(argv, values: flags.FlagValues = flags.FLAGS) -> list:
+  """argv as absl takes it: `--bool_flag WORD` as `--bool_flag=WORD`, and `N.0` given to
+  an integer flag as `N`."""
+  out, i = [], 0
   while i < len(argv):
-    name = argv[i][2:] if argv[i].startswith('--') and '=' not in argv[i] else ''
-    if (name in values and values[name].boolean
-        and i + 1 < len(argv) and argv[i + 1].lower() in _BOOLEAN_WORDS):
-      joined.append(f'{argv[i]}={argv[i + 1]}')
+    arg = argv[i]
+    name, has_value, value = arg[2:].partition('=') if arg.startswith('--') else ('', '', '')
+    flag = values[name] if name in values else None
+    if flag is not None and flag.boolean and not has_value and i + 1 < len(argv) \
+        and argv[i + 1].lower() in _BOOLEAN_WORDS:
+      out.append(f'{arg}={argv[i + 1]}')
       i += 2
-    else:
-      joined.append(argv[i])
-      i += 1
-  return joined
+      continue
+    if flag is not None and isinstance(flag.parser, flags.IntegerParser) \
+        and (has_value or i + 1 < len(argv)):
+      if not has_value:
+        value, i = argv[i + 1], i + 1
+      arg = f'--{name}={value.split(".")[0] if _WHOLE_FLOAT.match(value) else value}'
+    out.append(arg)
+    i += 1
+  return out
 
 
 def parse_flags(argv):
@@ -162,7 +174,7 @@ def parse_flags(argv):
   absl's own parser reports a bad flag value in two lines and exits with 1; ours is the
   one `error: ...` line (JSON under --log_format=json) and exit 2 of every bad input."""
   try:
-    return flags.FLAGS(argv[:1] + join_boolean_values(argv[1:]))
+    return flags.FLAGS(argv[:1] + tuning_arguments(argv[1:]))
   except flags.Error as e:
     logs.plain_line(f'error: {e}', 'ERROR', logs.requested_format(argv[1:]))
     sys.exit(EXIT_USER_ERROR)
