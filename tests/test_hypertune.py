@@ -147,5 +147,7 @@ def test_flags_with_a_space_are_the_flags_with_an_equals_sign():
                                                                  128, 2, False)
   # A boolean flag alone stays a switch; a fractional value for an integer flag still fails.
   assert _config(['--eval_flip', '--seed', '3']).eval_flip
+  assert (_config([]).tune_report, _config(['--tune_report']).tune_report,
+          _config(['--notune_report']).tune_report) == (None, True, False)
   with pytest.raises(flags.IllegalFlagValueError):
     _config(['--batch_size', '12.5'])
