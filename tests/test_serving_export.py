@@ -32,12 +32,13 @@ pytestmark = pytest.mark.xdist_group('serving_export')
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
   """A 3-class image folder (textured, mixed sizes), trained 8 epochs with mirror views
-  (so serving averages two passes, as evaluation does) and a float LiteRT file."""
+  (so serving averages two passes, as evaluation does), with float and int8 LiteRT files."""
   root = tmp_path_factory.mktemp('serving')
   files = image_folders.write_textured(root / 'images')
   config = Config(dataset='image_folder', data_dir=str(root / 'images'),
                   model_dir=str(root / 'run'), batch_size=10, epochs=8, steps_per_loop=3,
-                  learning_rate=1e-2, eval_flip=True, export_litert=True)
+                  learning_rate=1e-2, eval_flip=True, export_litert=True,
+                  litert_quantize='int8')
   outcome = train.train_and_evaluate(config)
   return root, files, outcome
 
@@ -180,7 +181,7 @@ def _litert_outputs(model_content: bytes, images):
 
 def test_litert_files_agree_with_the_saved_model(run):
   pytest.importorskip('ai_edge_litert', reason='the LiteRT interpreter: requirements-dev.txt')
-  root, _, outcome = run
+  root, _, _ = run
   images = _eval_images(run)
   loaded = tf.saved_model.load(_export(run))
   want = loaded.signatures['serving_default'](images=tf.constant(images))['probabilities'].numpy()
@@ -191,10 +192,8 @@ def test_litert_files_agree_with_the_saved_model(run):
   assert interpreter.get_input_details()[0]['dtype'] == np.uint8
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
-  source = image_folder.ImageFolderSource(str(root / 'images'))
-  sample = litert.representative_images(source, count=12)
-  assert len(sample) == 12 and sample.dtype == np.uint8
-  int8_model = litert.convert(outcome.trainer.model, True, 'int8', sample)
+  with open(root / 'run' / 'export' / litert.INT8_FILE, 'rb') as f:
+    int8_model = f.read()
   interpreter, got = _litert_outputs(int8_model, images)
   assert interpreter.get_input_details()[0]['dtype'] == np.uint8
   # Full-integer: weights and activations int8; float only where the uint8 pixels are cast
@@ -213,3 +212,12 @@ def test_litert_quantize_needs_the_litert_file():
   with pytest.raises(UserError, match='unknown --litert_quantize'):
     Config(export_litert=True, litert_quantize='int4').validate()
   Config(export_litert=True, litert_quantize='int8').validate()
+
+
+def test_the_calibration_images_come_from_every_class(run):
+  source = image_folder.ImageFolderSource(str(run[0] / 'images'))
+  sample = litert.representative_images(source, count=12)
+  images, labels = zip(*source.read('train', 0, 1).as_numpy_iterator())
+  # Every other one of the 30 images, which the folder lists class by class.
+  np.testing.assert_array_equal(sample, np.stack(images[::2][:12]))
+  assert set(labels[::2][:12]) == {0, 1, 2}

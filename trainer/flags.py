@@ -110,8 +110,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   define('bool', 'export_litert', 'Also write model.tflite (LiteRT) into the export folder: '
          'uint8 images in, probabilities out, like the SavedModel\'s default signature.')
   define('string', 'litert_quantize', f'With --export_litert: {", ".join(LITERT_QUANTIZATIONS)}'
-         '. int8: full-integer quantization (int8 weights and activations, uint8 input), '
-         'calibrated on a few hundred training images.')
+         '. int8: also model_int8.tflite, full-integer quantized (int8 weights and '
+         'activations, uint8 input), calibrated on a few hundred training images.')
 
   # How the run reports, not what it does: no Config field, not in config.json.
   flags.DEFINE_enum('log_format', 'text', logs.FORMATS, 'text: "HH:MM:SS  message" lines for '

@@ -93,7 +93,7 @@ class Config:
 
   # Serving exports (trainer/model/export.py, trainer/model/litert.py).
   export_litert: bool = False  # Also write <export>/model.tflite.
-  litert_quantize: str = 'none'  # 'int8': full-integer, calibrated on training images.
+  litert_quantize: str = 'none'  # 'int8': model_int8.tflite too, calibrated on training images.
 
   def validate(self) -> 'Config':
     """Raises UserError for values no run could use; returns self for chaining."""

@@ -270,7 +270,7 @@ class _Run:
             source=self.source)
       logging.info('exported the model to %s (signatures: serving_default uint8 images, '
                    'serving_bytes encoded image files -> probabilities, class names%s)',
-                   export_dir, ', and model.tflite' if config.export_litert else '')
+                   export_dir, ', and LiteRT files' if config.export_litert else '')
       with self._writing(records.RESULTS_FILE, self.model_dir):
         records.write_json(os.path.join(self.model_dir, records.RESULTS_FILE), results)
       progress.summary(results, self.model_dir, export_dir, self.summaries.logdir)

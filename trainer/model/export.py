@@ -8,7 +8,7 @@ Two signatures, one model:
                    them as {"instances": [{"b64": "..."}]} (with "signature_name":
                    "serving_bytes" on TF Serving)
 Both return `probabilities`, `class_id` and `class_name`. --export_litert adds model.tflite
-(model/litert.py).
+and, with --litert_quantize=int8, model_int8.tflite (model/litert.py).
 """
 
 import logging
@@ -77,8 +77,8 @@ def export_saved_model(model, class_names, export_dir: str, flip: bool = False,
   """Writes the SavedModel; the weights are copied into a model outside any strategy, so
   exporting needs no collective and works the same after any strategy's training.
 
-  litert_quantize 'none' or 'int8' also writes model.tflite into it, int8 calibrated on
-  images of `source`'s training split."""
+  litert_quantize 'none' also writes model.tflite into it, 'int8' model_int8.tflite as
+  well, calibrated on images of `source`'s training split."""
   plain = cnn.create_model(model.input_shape[1:], model.output_shape[-1])
   plain.set_weights(model.get_weights())
   module = _Serving(plain, class_names, flip)
@@ -95,9 +95,7 @@ def export_saved_model(model, class_names, export_dir: str, flip: bool = False,
     # use, tests), restores it to WARNING instead of what it was: progress lines vanish.
     absl_logger.setLevel(level)
   if litert_quantize is not None:
-    sample = litert.representative_images(source) if litert_quantize == 'int8' else None
-    with tf.io.gfile.GFile(os.path.join(tmp, litert.FILE), 'wb') as f:
-      f.write(litert.convert(plain, flip, litert_quantize, sample))
+    litert.write(plain, flip, tmp, litert_quantize, source)
   # Swap in whole: a reader never sees a half-written export.
   if tf.io.gfile.exists(export_dir):
     tf.io.gfile.rmtree(export_dir)

@@ -1,4 +1,4 @@
-"""--export_litert: the served model as a LiteRT (TensorFlow Lite) file, float or int8.
+"""--export_litert: the served model as LiteRT (TensorFlow Lite) files, float and int8.
 
 The file takes what the SavedModel's default signature takes, uint8 images [batch, H, W, C],
 and returns the same softmax probabilities (mirror views averaged under --eval_flip), so
@@ -8,6 +8,8 @@ that a phone runs what the server runs. Class names are the export's, in the sam
 import contextlib
 import io
 import logging
+import os
+import warnings
 
 import keras
 import numpy as np
@@ -16,6 +18,7 @@ import tensorflow as tf
 from trainer.data import order
 
 FILE = 'model.tflite'
+INT8_FILE = 'model_int8.tflite'
 # tf.lite.RepresentativeDataset's doc: "a small subset of a few hundred samples" of the
 # training data calibrates the ranges; more only costs conversion time.
 REPRESENTATIVE_EXAMPLES = 300
@@ -62,7 +65,21 @@ def convert(model: keras.Model, flip: bool, quantize: str = 'none',
   level = absl_logger.level
   try:
     # Keras prints the traced endpoint to stdout, which is the run's, not the converter's.
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+      # "Statistics for quantized inputs were expected": the uint8 input is not quantized
+      # but cast (pixels, not a scaled tensor), so it has no statistics to give.
+      warnings.filterwarnings('ignore', 'Statistics for quantized inputs')
       return converter.convert()
   finally:
     absl_logger.setLevel(level)  # As in export.py: conversion saves a SavedModel too.
+
+
+def write(model: keras.Model, flip: bool, folder: str, quantize: str, source) -> None:
+  """model.tflite (float) into `folder`; with quantize='int8', model_int8.tflite as well:
+  both from the same weights, so that the one can be checked against the other."""
+  files = {FILE: convert(model, flip)}
+  if quantize == 'int8':
+    files[INT8_FILE] = convert(model, flip, 'int8', representative_images(source))
+  for name, content in files.items():
+    with tf.io.gfile.GFile(os.path.join(folder, name), 'wb') as f:
+      f.write(content)
