@@ -8,6 +8,7 @@ SavedModel.
 
 import base64
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -49,7 +50,7 @@ def _export(run):
 
 
 def _file_bytes(paths):
-  return [open(path, 'rb').read() for path in paths]  # pylint: disable=consider-using-with
+  return [pathlib.Path(path).read_bytes() for path in paths]
 
 
 def _eval_images(run):

@@ -4,9 +4,8 @@ Two signatures, one model:
   serving_default  uint8 images [batch, H, W, C] of the training shape (what it always took)
   serving_bytes    `image_bytes`: a batch of PNG, JPEG, GIF or BMP files of any size, grey or
                    colour, decoded, converted and resized by training's own code
-                   (data/image_folder.py decode); TF Serving's and Vertex AI's REST APIs take
-                   them as {"instances": [{"b64": "..."}]} (with "signature_name":
-                   "serving_bytes" on TF Serving)
+                   (data/image_folder.py decode); TF Serving's REST API takes them as
+                   {"signature_name": "serving_bytes", "instances": [{"b64": "..."}]}
 Both return `probabilities`, `class_id` and `class_name`. --export_litert adds model.tflite
 and, with --litert_quantize=int8, model_int8.tflite (model/litert.py).
 """
@@ -32,7 +31,7 @@ BYTES_INPUT = 'image_bytes'
 
 
 class _Serving(tf.Module):
-  """uint8 images [batch, H, W, C] -> class probabilities and class names."""
+  """uint8 images [batch, H, W, C], or encoded files -> class probabilities and names."""
 
   def __init__(self, model, class_names, flip: bool):
     super().__init__()
