@@ -5,8 +5,8 @@ import sys
 
 from absl import flags
 
-from trainer.core.config import AUGMENTATIONS, Config, INPUTS, LR_SCALINGS, LR_SCHEDULES, \
-    MIXED_PRECISION, OPTIMIZERS, STRATEGIES, TUNE_METRICS
+from trainer.core.config import AUGMENTATIONS, Config, INPUTS, LITERT_QUANTIZATIONS, \
+    LR_SCALINGS, LR_SCHEDULES, MIXED_PRECISION, OPTIMIZERS, STRATEGIES, TUNE_METRICS
 from trainer.core.errors import EXIT_USER_ERROR
 from trainer.report import logs
 
@@ -107,6 +107,12 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
          'resized to; default: the size of the first training image.')
   define('bool', 'skip_bad_images', 'With --dataset=image_folder: leave damaged images out '
          '(a warning each, and a count) instead of stopping with an error.')
+  # Serving exports.
+  define('bool', 'export_litert', 'Also write model.tflite (LiteRT) into the export folder: '
+         'uint8 images in, probabilities out, like the SavedModel\'s default signature.')
+  define('string', 'litert_quantize', f'With --export_litert: {", ".join(LITERT_QUANTIZATIONS)}'
+         '. int8: also model_int8.tflite, full-integer quantized (int8 weights and '
+         'activations, uint8 input), calibrated on a few hundred training images.')
 
   # Hyperparameter tuning on Vertex AI (trainer/report/hypertune.py).
   define('string', 'tune_metric', f'What a tuning trial reports after each evaluation: '

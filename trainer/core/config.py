@@ -16,13 +16,15 @@ AUGMENTATIONS = ('none', 'flip', 'flip_shift')
 INPUTS = ('host', 'device')
 OPTIMIZERS = ('adam', 'adamw', 'lamb', 'lion', 'sgd', 'muon')
 LR_SCALINGS = ('none', 'linear', 'sqrt')
+LITERT_QUANTIZATIONS = ('none', 'int8')  # Serving exports: --litert_quantize.
 # --startup_timeout: cloud workers can start many minutes apart (a cluster autoscaler adding
 # GPU nodes, a multi-GB image pulled on each), yet a worker that never comes (a wrong address)
 # should not hold the others for the hour TensorFlow's own wait lasts.
 DEFAULT_STARTUP_TIMEOUT = 1800
 _CHOICES = {'strategy': STRATEGIES, 'augment': AUGMENTATIONS, 'lr_schedule': LR_SCHEDULES,
             'mixed_precision': MIXED_PRECISION, 'optimizer': OPTIMIZERS,
-            'lr_scaling': LR_SCALINGS, 'input': INPUTS}
+            'lr_scaling': LR_SCALINGS, 'input': INPUTS,
+            'litert_quantize': LITERT_QUANTIZATIONS}
 # Hyperparameter tuning on Vertex AI: what a trial reports (trainer/report/hypertune.py).
 TUNE_METRICS = ('eval_accuracy', 'eval_loss')
 _CHOICES['tune_metric'] = TUNE_METRICS
@@ -96,6 +98,9 @@ class Config:
   # reports after each evaluation, and whether it reports (None: in a tuning trial only).
   tune_metric: str = 'eval_accuracy'
   tune_report: Optional[bool] = None
+  # Serving exports (trainer/model/export.py, trainer/model/litert.py).
+  export_litert: bool = False  # Also write <export>/model.tflite.
+  litert_quantize: str = 'none'  # 'int8': model_int8.tflite too, calibrated on training images.
 
   def validate(self) -> 'Config':
     """Raises UserError for values no run could use; returns self for chaining."""
@@ -142,6 +147,10 @@ class Config:
                       'deterministic max-pool gradient (SelectAndScatter); drop --jit_compile '
                       'for a reproducible run, or --deterministic for XLA')
     parse_profile_steps(self.profile_steps)
+    # Serving exports.
+    if self.litert_quantize != 'none' and not self.export_litert:
+      raise UserError(f'--litert_quantize={self.litert_quantize} applies to the LiteRT file: '
+                      'add --export_litert')
     return self
 
   def _validate_optimizer(self):

@@ -270,10 +270,13 @@ class _Run:
     if self.chief:
       export_dir = self.dirs.export_dir or export.default_export_dir(self.model_dir)
       with self._writing('the export', export_dir), trainer.averaged_weights():
-        export.export_saved_model(trainer.model, self.info.class_names, export_dir,
-                                  flip=config.eval_flip)
-      logging.info('exported the model to %s (serving signature: uint8 images -> '
-                   'probabilities, class names)', export_dir)
+        export.export_saved_model(
+            trainer.model, self.info.class_names, export_dir, flip=config.eval_flip,
+            litert_quantize=config.litert_quantize if config.export_litert else None,
+            source=self.source)
+      logging.info('exported the model to %s (signatures: serving_default uint8 images, '
+                   'serving_bytes encoded image files -> probabilities, class names%s)',
+                   export_dir, ', and LiteRT files' if config.export_litert else '')
       with self._writing(records.RESULTS_FILE, self.model_dir):
         records.write_json(os.path.join(self.model_dir, records.RESULTS_FILE), results)
       progress.summary(results, self.model_dir, export_dir, self.summaries.logdir)
