@@ -3,6 +3,9 @@
   python -m launch.vertex --project=P --region=us-central1 --image=IMAGE --bucket=B \
       [--workers=2] [--dry_run] [-- extra trainer flags]
 
+With --tune it submits a hyperparameter tuning job whose trials are such custom jobs
+(launch/vertex_tuning.py: --metric, --param, --algorithm, --max_trials, --parallel_trials).
+
 Worker pool 0 is the chief and pool 1 holds the other workers; Vertex AI sets TF_CONFIG
 on every replica from these pools (the chief as task "chief"), so the image's entry
 point, `python -m trainer.main`, needs nothing else. With --dry_run the job spec and the
@@ -18,6 +21,7 @@ import tempfile
 import uuid
 
 from launch import cli
+from launch import vertex_tuning
 from launch.cli import bucket_name
 from launch.local import JOB_ID_VARIABLE
 from trainer.core.errors import EXIT_USER_ERROR
@@ -78,8 +82,9 @@ def parse_args(argv):
   parser.add_argument('--image', required=True, help='the trainer image, as pushed')
   parser.add_argument('--bucket', required=True,
                       help='GCS bucket for data (tensorflow_datasets/) and runs (runs/NAME)')
-  parser.add_argument('--name', default='cifar10-multi-worker',
-                      help='job display name and output folder (gs://BUCKET/runs/NAME)')
+  parser.add_argument('--name', default='',
+                      help='job display name and output folder (gs://BUCKET/runs/NAME); '
+                           'default cifar10-multi-worker, with --tune cifar10-tuning')
   parser.add_argument('--workers', type=int, default=2, help='machines, chief included')
   parser.add_argument('--machine_type', default='n1-standard-16')
   parser.add_argument('--accelerator_type', default='NVIDIA_TESLA_T4')
@@ -89,7 +94,10 @@ def parse_args(argv):
                       help='flagfile inside the image (relative to its /app)')
   parser.add_argument('--dry_run', action='store_true',
                       help='print the job spec and the gcloud command; submit nothing')
+  vertex_tuning.add_arguments(parser)
   args = cli.parse(parser, argv)
+  args.name = args.name or ('cifar10-tuning' if args.tune else 'cifar10-multi-worker')
+  vertex_tuning.check(args, parser)
   if args.workers < 1:
     parser.error(f'--workers must be at least 1, got {args.workers}')
   if args.accelerator_count < 0:
@@ -100,10 +108,13 @@ def parse_args(argv):
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   spec = job_spec(args)
+  command = gcloud_command
+  if args.tune:
+    spec, command = vertex_tuning.tuning_job(args, spec), vertex_tuning.gcloud_command
   text = json.dumps(spec, indent=2) + '\n'  # JSON is YAML: gcloud reads it as is.
   if args.dry_run:
     print(text, end='')
-    print('# submit with:', shlex.join(gcloud_command(args, 'SPEC.json')))
+    print('# submit with:', shlex.join(command(args, 'SPEC.json')))
     return 0
   if shutil.which('gcloud') is None:
     print('error: gcloud is not on PATH; install the Google Cloud CLI, or use --dry_run and '
@@ -112,7 +123,7 @@ def main(argv=None) -> int:
   with tempfile.NamedTemporaryFile('w', suffix='.json', prefix='vertex-job-') as f:
     f.write(text)
     f.flush()
-    return subprocess.run(gcloud_command(args, f.name), check=False).returncode
+    return subprocess.run(command(args, f.name), check=False).returncode
 
 
 if __name__ == '__main__':

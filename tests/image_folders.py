@@ -61,3 +61,36 @@ def write(root, train_per_class=12, test_per_class=5, classes=CLASSES) -> dict:
 def ids(images) -> np.ndarray:
   """Example ids of a batch of decoded float images [N, H, W, C]."""
   return np.array([example_id(v) for v in np.asarray(images)[:, 0, 0, 0]])
+
+
+TEXTURED_SIZE = (16, 16)  # (height, width) of write_textured's first training image.
+_TEXTURED = [((16, 16), 'png', 'RGB'), ((24, 20), 'jpg', 'RGB'), ((9, 13), 'png', 'L'),
+             ((16, 16), 'gif', 'RGB'), ((32, 30), 'bmp', 'RGB'), ((12, 18), 'png', 'RGBA'),
+             ((16, 16), 'jpg', 'L')]
+
+
+def write_textured(root, train_per_class=10, test_per_class=7, classes=('cat', 'dog', 'owl'),
+                   seed=0) -> dict:
+  """Like write(), but each image is noise around its class's colour, so that resizing
+  changes pixels (a solid colour survives any resize) and a short run learns the classes.
+
+  Cycles through TEXTURED_SIZE and other sizes (smaller and larger), PNG, JPEG, GIF and BMP,
+  RGB, grey and RGBA; the first training image of each class is an RGB PNG of TEXTURED_SIZE.
+  Returns {split: [(path, class index)]} in the image folder's own (sorted) order.
+  """
+  rng = np.random.default_rng(seed)
+  root = pathlib.Path(root)
+  files = {'train': [], 'test': []}
+  for split, count in (('train', train_per_class), ('test', test_per_class)):
+    for label, name in enumerate(classes):
+      folder = root / split / name
+      folder.mkdir(parents=True, exist_ok=True)
+      colour = np.array([60 + 70 * label, 200 - 60 * label, 40 + 90 * (label % 2)])
+      for index in range(count):
+        (height, width), fmt, mode = _TEXTURED[index % len(_TEXTURED)]
+        pixels = np.clip(colour + rng.normal(0, 40, (height, width, 3)), 0, 255)
+        image = Image.fromarray(pixels.astype(np.uint8), 'RGB').convert(mode)
+        path = folder / f'{index:03d}.{fmt}'
+        image.save(path)
+        files[split].append((str(path), label))
+  return files

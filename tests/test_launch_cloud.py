@@ -200,3 +200,105 @@ def test_tpu_delete(gcloud):
   assert tpu_vm.main(['delete', '--name=t', '--zone=z', '--project=p']) == 0
   assert gcloud() == [['compute', 'tpus', 'tpu-vm', 'delete', 't', '--quiet', '--zone=z',
                        '--project=p']]
+
+
+_TUNE = ['--tune', '--workers=1', '--accelerator_count=1', '--preset=configs/fast.cfg',
+         '--param', 'learning_rate=double:1e-4:1e-2:log', '--param=batch_size=integer:64:512:log',
+         '--param=warmup_epochs=discrete:2,0.5,1', '--param=eval_flip=categorical:true,false',
+         '--max_trials=12', '--parallel_trials=3']
+
+
+def test_vertex_tuning_job_is_a_hyperparameter_tuning_job_to_vertex_ai_itself(capsys,
+                                                                             monkeypatch):
+  # pylint: disable=g-import-not-at-top
+  from google.cloud.aiplatform_v1.types import HyperparameterTuningJob, StudySpec
+  from google.protobuf import json_format  # pylint: disable=g-import-not-at-top
+  job, command = _dry_run_spec(capsys, *_TUNE, '--', '--epochs=3')
+  parsed = HyperparameterTuningJob.from_json(json.dumps(job), ignore_unknown_fields=False)
+  assert (parsed.display_name, parsed.max_trial_count, parsed.parallel_trial_count) == (
+      'cifar10-tuning', 12, 3)
+  study = parsed.study_spec
+  assert [(m.metric_id, m.goal) for m in study.metrics] == [
+      ('eval_accuracy', StudySpec.MetricSpec.GoalType.MAXIMIZE)]
+  assert study.algorithm == StudySpec.Algorithm.ALGORITHM_UNSPECIFIED  # Vertex AI's Bayesian.
+  assert study.measurement_selection_type == StudySpec.MeasurementSelectionType.BEST_MEASUREMENT
+  rate, batch, warmup, flip = study.parameters
+  log = StudySpec.ParameterSpec.ScaleType.UNIT_LOG_SCALE
+  assert (rate.parameter_id, rate.double_value_spec.min_value, rate.double_value_spec.max_value,
+          rate.scale_type) == ('learning_rate', 1e-4, 1e-2, log)
+  assert (batch.integer_value_spec.min_value, batch.integer_value_spec.max_value,
+          batch.scale_type) == (64, 512, log)
+  assert list(warmup.discrete_value_spec.values) == [0.5, 1.0, 2.0]
+  assert list(flip.categorical_value_spec.values) == ['true', 'false']
+  (pool,) = parsed.trial_job_spec.worker_pool_specs
+  assert parsed.trial_job_spec.base_output_directory.output_uri_prefix == \
+      'gs://bkt/runs/cifar10-tuning'
+  assert command == ('gcloud ai hp-tuning-jobs create --region=us-central1 '
+                     '--display-name=cifar10-tuning --config=SPEC.json --max-trial-count=12 '
+                     '--parallel-trial-count=3 --algorithm=algorithm-unspecified')
+  # A trial: the job's arguments, then Vertex AI's values for it as `--name value`.
+  trial_args = [*pool.container_spec.args, '--learning_rate', '0.0031', '--batch_size', '128.0',
+                '--warmup_epochs', '0.5', '--eval_flip', 'false']
+  values = flags.FlagValues()
+  trainer_flags.define_flags(values)
+  monkeypatch.chdir(REPO)
+  values(['trainer', *trainer_flags.tuning_arguments(trial_args, values)])
+  config = trainer_flags.config_from_flags(values)
+  assert (config.learning_rate, config.batch_size, config.warmup_epochs, config.eval_flip,
+          config.epochs, config.optimizer) == (0.0031, 128, 0.5, False, 3, 'muon')
+  assert (config.tune_metric, config.tune_report) == ('eval_accuracy', True)
+  misspelt = dict(job, studySpec=dict(job['studySpec'], algorithms='RANDOM_SEARCH'))
+  with pytest.raises(json_format.ParseError, match='algorithms'):
+    HyperparameterTuningJob.from_json(json.dumps(misspelt), ignore_unknown_fields=False)
+
+
+def test_vertex_tuning_defaults_and_choices(capsys):
+  job, _ = _dry_run_spec(capsys, '--tune')
+  rate, smoothing = job['studySpec']['parameters']
+  assert (rate['parameterId'], rate['scaleType']) == ('learning_rate', 'UNIT_LOG_SCALE')
+  assert (smoothing['parameterId'], smoothing['scaleType']) == ('label_smoothing',
+                                                                'UNIT_LINEAR_SCALE')
+  assert (job['maxTrialCount'], job['parallelTrialCount']) == (8, 2)
+  job, command = _dry_run_spec(capsys, '--tune', '--metric=eval_loss', '--algorithm=random',
+                               '--name=lr-search')
+  assert job['studySpec']['metrics'] == [{'metricId': 'eval_loss', 'goal': 'MINIMIZE'}]
+  assert job['studySpec']['algorithm'] == 'RANDOM_SEARCH'
+  for pool in job['trialJobSpec']['workerPoolSpecs']:
+    assert pool['containerSpec']['args'][-2:] == ['--tune_metric=eval_loss', '--tune_report']
+  assert '--algorithm=random-search' in command and '--display-name=lr-search' in command
+  job, _ = _dry_run_spec(capsys, '--tune', '--algorithm=grid', '--param=seed=integer:1:3')
+  assert job['studySpec']['algorithm'] == 'GRID_SEARCH'
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--param=no_such_flag=double:0:1'], "'no_such_flag' is not a trainer flag that can be "
+                                          'tuned'),
+    (['--param=model_dir=categorical:a,b'], "'model_dir' is not a trainer flag"),
+    (['--param=learning_rate=double:0:1:log'], 'MIN > 0 for :log'),
+    (['--param=learning_rate=double:1:0.1'], 'want MIN:MAX with MIN < MAX'),
+    (['--param=learning_rate=float:0:1'], 'KIND is one of double, integer, discrete'),
+    (['--param=batch_size=discrete:64,big'], "could not convert string to float: 'big'"),
+    (['--param=optimizer=categorical:adam'], 'want two or more values'),
+    (['--param=seed=integer:1:5', '--param=seed=integer:1:9'], 'a flag is tuned twice'),
+    (['--algorithm=grid'], '--algorithm=grid needs integer, discrete or categorical'),
+    (['--max_trials=0'], '--max_trials must be at least 1, got 0'),
+])
+def test_vertex_tuning_refuses_a_study_no_job_could_run(capsys, argv, message):
+  with pytest.raises(SystemExit) as exit_info:
+    vertex.main(['--image=IMAGE', '--bucket=bkt', '--tune', '--dry_run', *argv])
+  assert exit_info.value.code == 2
+  (line,) = capsys.readouterr().err.strip().splitlines()
+  assert line.startswith('error: ') and message in line, line
+
+
+def test_vertex_submits_the_tuning_job_through_gcloud(capsys, gcloud, tmp_path):
+  expected, _ = _dry_run_spec(capsys, *_TUNE)
+  assert vertex.main(['--image=IMAGE', '--bucket=bkt', *_TUNE]) == 0
+  (call,) = gcloud()
+  assert call[:3] == ['ai', 'hp-tuning-jobs', 'create']
+  assert '--max-trial-count=12' in call and '--parallel-trial-count=3' in call
+  submitted = json.loads((tmp_path / 'bin' / 'config-0').read_text())
+  for job in (submitted, expected):
+    for pool in job['trialJobSpec']['workerPoolSpecs']:
+      pool['containerSpec'].pop('env')  # One id per submission.
+  assert submitted == expected

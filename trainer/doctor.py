@@ -22,7 +22,8 @@ def main(argv):
   logs.setup(log_format, flags.FLAGS.verbosity)
   try:
     if len(argv) > 1:
-      raise UserError(f'unexpected arguments: {" ".join(argv[1:])} (flags are --name=value)')
+      raise UserError(f'unexpected arguments: {" ".join(argv[1:])} '
+                      '(flags are --name=value or --name value)')
     config = trainer_flags.config_from_flags(flags.FLAGS)
     from trainer.jobs import doctor  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
     code = doctor.run(config, log_format)

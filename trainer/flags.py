@@ -1,11 +1,12 @@
 """Command-line flags, and the Config they build. Presets in configs/ are flagfiles of these."""
 
+import re
 import sys
 
 from absl import flags
 
-from trainer.core.config import AUGMENTATIONS, Config, INPUTS, LR_SCALINGS, LR_SCHEDULES, \
-    MIXED_PRECISION, OPTIMIZERS, STRATEGIES
+from trainer.core.config import AUGMENTATIONS, Config, INPUTS, LITERT_QUANTIZATIONS, \
+    LR_SCALINGS, LR_SCHEDULES, MIXED_PRECISION, OPTIMIZERS, STRATEGIES, TUNE_METRICS
 from trainer.core.config import FREEZES
 from trainer.core.errors import EXIT_USER_ERROR
 from trainer.report import logs
@@ -107,6 +108,20 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
          'resized to; default: the size of the first training image.')
   define('bool', 'skip_bad_images', 'With --dataset=image_folder: leave damaged images out '
          '(a warning each, and a count) instead of stopping with an error.')
+  # Serving exports.
+  define('bool', 'export_litert', 'Also write model.tflite (LiteRT) into the export folder: '
+         'uint8 images in, probabilities out, like the SavedModel\'s default signature.')
+  define('string', 'litert_quantize', f'With --export_litert: {", ".join(LITERT_QUANTIZATIONS)}'
+         '. int8: also model_int8.tflite, full-integer quantized (int8 weights and '
+         'activations, uint8 input), calibrated on a few hundred training images.')
+
+  # Hyperparameter tuning on Vertex AI (trainer/report/hypertune.py).
+  define('string', 'tune_metric', f'What a tuning trial reports after each evaluation: '
+         f'{", ".join(TUNE_METRICS)} (the tuning job\'s metric id).')
+  define('bool', 'tune_report', 'Report --tune_metric after each evaluation in the '
+         'cloudml-hypertune format ($CLOUD_ML_HP_METRIC_FILE, default '
+         '/tmp/hypertune/output.metrics); default: only in a tuning trial '
+         '($CLOUD_ML_TRIAL_ID or TF_CONFIG\'s trial set).')
   # Fine-tuning (trainer/jobs/init_from.py, trainer/model/freezing.py).
   define('string', 'init_from', 'Start a new run from the weights of another run: its run '
          'folder (the newest checkpoint in checkpoints/, the averaged weights if it used '
@@ -139,13 +154,45 @@ def config_from_flags(values: flags.FlagValues = flags.FLAGS) -> Config:
   return Config(**fields).validate()
 
 
+# Hyperparameter tuning on Vertex AI passes each trial's values as `--name value`. absl
+# takes the next argument as the value of any flag but a boolean one, so `--cache false`
+# would leave `false` behind as an argument: those two are joined. And it passes a discrete
+# parameter's values as floats ("128.0", kuds/mesozoic-labs#127), which an integer flag
+# refuses: a whole number written so is passed as the integer it is.
+_BOOLEAN_WORDS = ('true', 'false', 't', 'f', '1', '0')  # What absl's boolean parser takes.
+_WHOLE_FLOAT = re.compile(r'[+-]?[0-9]+\.0*$')
+
+
+def tuning_arguments(argv, values: flags.FlagValues = flags.FLAGS) -> list:
+  """argv as absl takes it: `--bool_flag WORD` as `--bool_flag=WORD`, and `N.0` given to
+  an integer flag as `N`."""
+  out, i = [], 0
+  while i < len(argv):
+    arg = argv[i]
+    name, has_value, value = arg[2:].partition('=') if arg.startswith('--') else ('', '', '')
+    flag = values[name] if name in values else None
+    if flag is not None and flag.boolean and not has_value and i + 1 < len(argv) \
+        and argv[i + 1].lower() in _BOOLEAN_WORDS:
+      out.append(f'{arg}={argv[i + 1]}')
+      i += 2
+      continue
+    if flag is not None and isinstance(flag.parser, flags.IntegerParser) \
+        and (has_value or i + 1 < len(argv)):
+      if not has_value:
+        value, i = argv[i + 1], i + 1
+      arg = f'--{name}={value.split(".")[0] if _WHOLE_FLOAT.match(value) else value}'
+    out.append(arg)
+    i += 1
+  return out
+
+
 def parse_flags(argv):
   """absl's flags_parser for the entry points that take the training flags.
 
   absl's own parser reports a bad flag value in two lines and exits with 1; ours is the
   one `error: ...` line (JSON under --log_format=json) and exit 2 of every bad input."""
   try:
-    return flags.FLAGS(argv)
+    return flags.FLAGS(argv[:1] + tuning_arguments(argv[1:]))
   except flags.Error as e:
     logs.plain_line(f'error: {e}', 'ERROR', logs.requested_format(argv[1:]))
     sys.exit(EXIT_USER_ERROR)

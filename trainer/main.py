@@ -33,7 +33,8 @@ def main(argv):
   threading.excepthook = _thread_failed
   try:
     if len(argv) > 1:
-      raise UserError(f'unexpected arguments: {" ".join(argv[1:])} (flags are --name=value)')
+      raise UserError(f'unexpected arguments: {" ".join(argv[1:])} '
+                      '(flags are --name=value or --name value)')
     config = trainer_flags.config_from_flags(flags.FLAGS)
     if config.model_dir and config.strategy != 'multi_worker':  # Workers share the chief's.
       run_lock.refuse_if_held(config.model_dir)

@@ -1,7 +1,8 @@
 """`python -m trainer.predict --model=RUN/export image.png [...]`: classify image files.
 
-Prints one line per image: the file, the predicted class and its probability. Images of
-another size are resized to the model's input; grayscale/colour is converted to match.
+Prints one line per image: the file, the predicted class and its probability. The files go
+as they are to the export's serving_bytes signature, which decodes, converts and resizes
+them as training did: what this prints is what TF Serving or Vertex AI return for them.
 """
 
 import os
@@ -29,28 +30,31 @@ def load(model_dir: str):
   return loaded, serve
 
 
-def read_image(path: str, shape):
-  """The image at `path` as uint8 [H, W, C] of the model's input shape."""
+def read_file(path: str) -> bytes:
+  """The file's bytes, once checked to be an image, so that a bad file is named."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  height, width, channels = shape
   try:
-    data = tf.io.read_file(path)
-    image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      data = f.read()
+    tf.io.decode_image(data, channels=0, expand_animations=False)
   except (tf.errors.OpError, ValueError) as e:
     raise UserError(f'cannot read image {path}: {op_reason(e)}') from None
-  if tuple(image.shape[:2]) != (height, width):
-    image = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(image, (height, width))), 0, 255),
-                    tf.uint8)
-  return image
+  return data
 
 
 def predict(model_dir: str, paths):
   """Returns [(path, class name, probability)] for each image file."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  _, serve = load(model_dir)
-  shape = tuple(serve.structured_input_signature[1]['images'].shape[1:])
-  images = tf.stack([read_image(path, shape) for path in paths])
-  outputs = serve(images=images)
+  from trainer.data import image_folder  # pylint: disable=g-import-not-at-top
+  from trainer.model import export  # pylint: disable=g-import-not-at-top
+  loaded, serve = load(model_dir)
+  files = tf.constant([read_file(path) for path in paths])
+  if export.BYTES_SIGNATURE in loaded.signatures:
+    outputs = loaded.signatures[export.BYTES_SIGNATURE](**{export.BYTES_INPUT: files})
+  else:  # An export from before serving_bytes: the same decoding, done here.
+    height, width, channels = serve.structured_input_signature[1]['images'].shape[1:]
+    outputs = serve(images=tf.stack([image_folder.decode(data, (height, width), channels)
+                                     for data in files]))
   names = [n.decode() for n in outputs['class_name'].numpy()]
   best = tf.reduce_max(outputs['probabilities'], axis=-1).numpy()
   return list(zip(paths, names, (float(p) for p in best)))

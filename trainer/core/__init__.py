@@ -6,6 +6,7 @@ Modules:
   distribute.py  the tf.distribute strategy of --strategy; workers, chief, batch arithmetic
   accelerators.py  the NVIDIA devices here, and the GPUs and CUDA TensorFlow sees
   startup.py     a multi-worker start: wait for every worker, say who is missing, time out
+  trial.py       the hyperparameter tuning trial this process is, and its own folders
 
 May import: nothing of the trainer.
 """

@@ -16,6 +16,7 @@ AUGMENTATIONS = ('none', 'flip', 'flip_shift')
 INPUTS = ('host', 'device')
 OPTIMIZERS = ('adam', 'adamw', 'lamb', 'lion', 'sgd', 'muon')
 LR_SCALINGS = ('none', 'linear', 'sqrt')
+LITERT_QUANTIZATIONS = ('none', 'int8')  # Serving exports: --litert_quantize.
 # Fine-tuning (trainer/jobs/init_from.py, trainer/model/freezing.py): the layers --freeze holds.
 FREEZES = ('none', 'conv', 'all_but_head')
 # --startup_timeout: cloud workers can start many minutes apart (a cluster autoscaler adding
@@ -24,7 +25,11 @@ FREEZES = ('none', 'conv', 'all_but_head')
 DEFAULT_STARTUP_TIMEOUT = 1800
 _CHOICES = {'strategy': STRATEGIES, 'augment': AUGMENTATIONS, 'lr_schedule': LR_SCHEDULES,
             'mixed_precision': MIXED_PRECISION, 'optimizer': OPTIMIZERS,
-            'lr_scaling': LR_SCALINGS, 'input': INPUTS, 'freeze': FREEZES}
+            'lr_scaling': LR_SCALINGS, 'input': INPUTS,
+            'litert_quantize': LITERT_QUANTIZATIONS, 'freeze': FREEZES}
+# Hyperparameter tuning on Vertex AI: what a trial reports (trainer/report/hypertune.py).
+TUNE_METRICS = ('eval_accuracy', 'eval_loss')
+_CHOICES['tune_metric'] = TUNE_METRICS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +96,13 @@ class Config:
   image_size: str = ''  # 'H,W'; empty: the size of the first training image.
   skip_bad_images: bool = False  # Leave damaged images out (with a warning) instead of failing.
 
+  # Hyperparameter tuning on Vertex AI (trainer/report/hypertune.py): the metric a trial
+  # reports after each evaluation, and whether it reports (None: in a tuning trial only).
+  tune_metric: str = 'eval_accuracy'
+  tune_report: Optional[bool] = None
+  # Serving exports (trainer/model/export.py, trainer/model/litert.py).
+  export_litert: bool = False  # Also write <export>/model.tflite.
+  litert_quantize: str = 'none'  # 'int8': model_int8.tflite too, calibrated on training images.
   # Fine-tuning (trainer/jobs/init_from.py, trainer/model/freezing.py).
   init_from: str = ''  # A run folder or an export whose weights a new run starts from.
   freeze: str = 'none'  # Layers kept at their starting weights: none, conv, all_but_head.
@@ -141,6 +153,10 @@ class Config:
                       'deterministic max-pool gradient (SelectAndScatter); drop --jit_compile '
                       'for a reproducible run, or --deterministic for XLA')
     parse_profile_steps(self.profile_steps)
+    # Serving exports.
+    if self.litert_quantize != 'none' and not self.export_litert:
+      raise UserError(f'--litert_quantize={self.litert_quantize} applies to the LiteRT file: '
+                      'add --export_litert')
     self._validate_fine_tuning()
     return self
 

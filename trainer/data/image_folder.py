@@ -167,16 +167,7 @@ class ImageFolderSource:
     return _Split(split_dir, paths, labels, [shapes[p] for p in paths])
 
   def _decode(self, path, label):
-    image = tf.io.decode_image(tf.io.read_file(path), channels=0, expand_animations=False)
-    image = to_channels(image, self._channels)
-    height, width = self._size
-    image = tf.cond(
-        tf.reduce_all(tf.shape(image)[:2] == [height, width]),
-        lambda: image,
-        lambda: tf.cast(tf.clip_by_value(tf.round(tf.image.resize(
-            image, (height, width), antialias=True)), 0, 255), tf.uint8))
-    image.set_shape((height, width, self._channels))
-    return image, label
+    return decode(tf.io.read_file(path), self._size, self._channels), label
 
   def read(self, split, shard_index, num_shards):
     files = self._splits[split]
@@ -184,6 +175,22 @@ class ImageFolderSource:
         (files.paths, tf.constant(files.labels, tf.int64)))
     # Sharded by file before decoding: each worker decodes only its own share.
     return ds.shard(num_shards, shard_index).map(self._decode, num_parallel_calls=AUTOTUNE)
+
+
+def decode(data, size: Tuple[int, int], channels: int):
+  """Encoded image bytes (PNG, JPEG, GIF, BMP) as uint8 [height, width, channels]: how
+  training reads each file, and what the export's serving_bytes signature does to each
+  request (trainer/model/export.py), so that a server sees what training saw."""
+  image = tf.io.decode_image(data, channels=0, expand_animations=False)
+  image = to_channels(image, channels)
+  height, width = size
+  image = tf.cond(
+      tf.reduce_all(tf.shape(image)[:2] == [height, width]),
+      lambda: image,
+      lambda: tf.cast(tf.clip_by_value(tf.round(tf.image.resize(
+          image, (height, width), antialias=True)), 0, 255), tf.uint8))
+  image.set_shape((height, width, channels))
+  return image
 
 
 def to_channels(image, channels: int):

@@ -83,17 +83,16 @@ def _read_export(folder: str) -> Weights:
   shapes = [spec.shape[1:] for function in loaded.signatures.values()
             for spec in function.structured_input_signature[1].values()
             if spec.dtype == tf.uint8 and spec.shape.rank == 4]
-  variables = os.path.join(folder, 'variables', 'variables')
-  biases = [shape for name, shape in tf.train.list_variables(variables)
-            if name.startswith('model/') and '/bias/' in name]
-  if not shapes or not biases:
+  # The export tracks the model's tf.Variables in model.weights order (model/export.py).
+  arrays = [v.numpy() for v in getattr(loaded, 'model_variables', [])]
+  if not shapes or not arrays:
     raise UserError(f'--init_from={folder}: not an export of this trainer (no uint8 image '
                     'signature, or no model weights)')
-  image_shape, num_classes = tuple(int(n) for n in shapes[0]), int(biases[-1][0])
+  image_shape, num_classes = tuple(int(n) for n in shapes[0]), int(arrays[-1].shape[0])
   model = cnn.create_model(image_shape, num_classes)
   try:
-    tf.train.Checkpoint(model=model).read(variables).assert_existing_objects_matched()
-  except (ValueError, AssertionError) as e:
+    model.set_weights(arrays)
+  except ValueError as e:
     raise UserError(f'--init_from={folder}: its model is not this trainer\'s '
                     f'({first_line(e)})') from None
   parent_results = records.read_json(os.path.join(os.path.dirname(folder.rstrip('/')),

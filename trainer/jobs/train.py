@@ -14,6 +14,7 @@ from trainer.core import accelerators
 from trainer.core.config import Config
 from trainer.core import distribute
 from trainer.core.errors import UserError
+from trainer.core import trial
 from trainer.data import device_input
 from trainer.data import pipeline
 from trainer.data import sources
@@ -25,6 +26,7 @@ from trainer.model import input_wait
 from trainer.model import metrics
 from trainer.model import optimizers
 from trainer.model import steps
+from trainer.report import hypertune
 from trainer.report import logs
 from trainer.report import profiling
 from trainer.report import progress
@@ -70,9 +72,9 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
   """
   config.validate()
   dirs = run_dirs.resolve(model_dir=config.model_dir, tensorboard_dir=config.tensorboard_dir,
-                          checkpoint_dir=config.checkpoint_dir,
-                          multi_worker=config.strategy == 'multi_worker')
-  run_dirs.prepare(dirs, config.export_dir)  # Before data or model: a bad folder fails fast.
+                          checkpoint_dir=config.checkpoint_dir, export_dir=config.export_dir,
+                          multi_worker=config.strategy == 'multi_worker', trial=trial.trial_id())
+  run_dirs.prepare(dirs)  # Before data or model: a bad folder fails fast.
   if strategy is None:
     accelerators.warn_if_gpu_unseen()
     strategy = distribute.create_strategy(config.strategy, config.num_cpu_devices, config.tpu,
@@ -96,7 +98,8 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
 
 # Where a run reads and writes, and how often it saves: no bearing on what it learns.
 _NOT_HPARAMS = ('data_dir', 'model_dir', 'tensorboard_dir', 'checkpoint_dir', 'export_dir',
-                'tpu', 'startup_timeout', 'profile_steps', 'checkpoint_every_steps', 'keep_checkpoints')
+                'tpu', 'startup_timeout', 'profile_steps', 'checkpoint_every_steps',
+                'keep_checkpoints', 'tune_metric', 'tune_report')
 
 
 def _hparams(config: Config, strategy) -> dict:
@@ -140,6 +143,7 @@ class _Run:
     self.loops = []  # (steps, seconds) per host call.
     self.loop_cpu_seconds = []
     self.progress = progress.Progress(self.plan, config.batch_size)
+    self.tuning = hypertune.reporter(config, self.chief)
     self.eval_history = []
     self.train_seconds = 0.0
     self.start = time.time()
@@ -180,6 +184,7 @@ class _Run:
           self.checkpoints.save(step)
     if eval_result is None:  # Nothing left to train: report on the model as it is.
       eval_result = trainer.evaluate(eval_data, eval_steps)
+      self.tuning.report(trainer.step, *eval_result[:2])
     return self._finish(eval_result)
 
   def _announce(self, resumed, weights_from):
@@ -237,6 +242,7 @@ class _Run:
     trainer = self.trainer
     result = trainer.evaluate(eval_data, eval_steps)
     self.progress.evaluation(step, *result)
+    self.tuning.report(step, *result[:2])
     self.summaries.evaluation(step, loss=result[0], accuracy=result[1],
                               confusion=trainer.eval_confusion.result(),
                               class_names=self.info.class_names)
@@ -269,12 +275,15 @@ class _Run:
     self.summaries.final_metrics(trainer.step, eval_loss=results['eval_loss'],
                                  eval_accuracy=results['eval_accuracy'])
     if self.chief:
-      export_dir = config.export_dir or export.default_export_dir(self.model_dir)
+      export_dir = self.dirs.export_dir or export.default_export_dir(self.model_dir)
       with self._writing('the export', export_dir), trainer.averaged_weights():
-        export.export_saved_model(trainer.model, self.info.class_names, export_dir,
-                                  flip=config.eval_flip)
-      logging.info('exported the model to %s (serving signature: uint8 images -> '
-                   'probabilities, class names)', export_dir)
+        export.export_saved_model(
+            trainer.model, self.info.class_names, export_dir, flip=config.eval_flip,
+            litert_quantize=config.litert_quantize if config.export_litert else None,
+            source=self.source)
+      logging.info('exported the model to %s (signatures: serving_default uint8 images, '
+                   'serving_bytes encoded image files -> probabilities, class names%s)',
+                   export_dir, ', and LiteRT files' if config.export_litert else '')
       with self._writing(records.RESULTS_FILE, self.model_dir):
         records.write_json(os.path.join(self.model_dir, records.RESULTS_FILE), results)
       progress.summary(results, self.model_dir, export_dir, self.summaries.logdir)

@@ -8,7 +8,8 @@ Modules:
   steps.py       Trainer: model, optimizer and the compiled train and eval loops
   kernels.py     the ops of a compiled function that have no GPU kernel for their dtypes
   compiled.py    a Config's compiled loops and XLA steps, built apart from a run, for checks
-  export.py      the SavedModel that serves uint8 images
+  export.py      the SavedModel that serves uint8 images and encoded image files
+  litert.py      --export_litert: the served model as a LiteRT file, float or int8
   freezing.py    --freeze: layers held at their starting weights, for a while or throughout
 
 May import: trainer.core, trainer.data.

@@ -6,6 +6,7 @@ Modules:
   summaries.py  TensorBoard event files: scalars, pictures, the HParams entry
   pictures.py   the sample-image grid and the confusion matrix, drawn with Pillow
   profiling.py  the --profile_steps window of the TensorFlow profiler
+  hypertune.py  a tuning trial's metric after each evaluation, for Vertex AI (cloudml-hypertune)
 
 May import: trainer.core, trainer.model.
 """

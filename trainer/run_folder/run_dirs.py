@@ -1,9 +1,11 @@
 """Where a run writes: its folder, its TensorBoard logs and its checkpoints.
 
 Each comes from its flag if given, else from the variable Vertex AI sets for it (so a job
-there needs no path flags), else from a default. `resolve` touches no file; `prepare`
-creates the folders and proves they take a write, before a run loads data or builds the
-model, so that a folder it cannot use costs seconds instead of a traceback later.
+there needs no path flags), else from a default. In a hyperparameter tuning trial a flag's
+folder, and the default, get a `trial-<id>` subfolder: every trial has the same command line.
+`resolve` touches no file; `prepare` creates the folders and proves they take a write,
+before a run loads data or builds the model, so that a folder it cannot use costs seconds
+instead of a traceback later.
 """
 
 import dataclasses
@@ -15,6 +17,7 @@ from typing import Mapping, Optional
 import tensorflow as tf
 
 from trainer.core.errors import UserError, first_line
+from trainer.core.trial import trial_folder
 
 # Vertex AI custom training's convention (set from the job's base output directory).
 AIP_MODEL_DIR = 'AIP_MODEL_DIR'
@@ -27,28 +30,36 @@ class RunDirs:
   model_dir: str        # config.json, results.json, ...
   tensorboard_dir: str  # train/, eval/ and the HParams entry
   checkpoint_dir: str   # the root under which checkpoints are kept
+  export_dir: Optional[str] = None  # --export_dir, if given; else <model_dir>/export
 
 
 def resolve(*, model_dir: Optional[str] = None, tensorboard_dir: Optional[str] = None,
-            checkpoint_dir: Optional[str] = None, multi_worker: bool = False,
+            checkpoint_dir: Optional[str] = None, export_dir: Optional[str] = None,
+            multi_worker: bool = False, trial: Optional[str] = None,
             env: Mapping[str, str] = os.environ, now: Optional[float] = None) -> RunDirs:
   """The run's folders: flags first, then Vertex AI's AIP_* variables, then defaults.
 
   Defaults: a run folder `runs/<local time>`; logs and checkpoints inside the run folder.
+  With `trial` (a tuning trial's id) each folder from a flag or the default is the trial's
+  own subfolder; Vertex AI's variables already name one per trial.
   """
   def from_env(name):
     return env.get(name) or None  # Set but empty counts as unset.
 
-  model_dir = model_dir or from_env(AIP_MODEL_DIR)
+  def own(folder):
+    return trial_folder(folder, trial) if folder else None
+
+  model_dir = own(model_dir) or from_env(AIP_MODEL_DIR)
   if not model_dir:
     if multi_worker:
       raise UserError('--strategy=multi_worker needs an explicit --model_dir that all workers '
                       'share (a timestamped default would differ per worker)')
-    model_dir = os.path.join('runs', time.strftime('%Y%m%d-%H%M%S', time.localtime(now)))
+    model_dir = own(os.path.join('runs', time.strftime('%Y%m%d-%H%M%S', time.localtime(now))))
   return RunDirs(
       model_dir=model_dir,
-      tensorboard_dir=tensorboard_dir or from_env(AIP_TENSORBOARD_LOG_DIR) or model_dir,
-      checkpoint_dir=checkpoint_dir or from_env(AIP_CHECKPOINT_DIR) or model_dir)
+      tensorboard_dir=own(tensorboard_dir) or from_env(AIP_TENSORBOARD_LOG_DIR) or model_dir,
+      checkpoint_dir=own(checkpoint_dir) or from_env(AIP_CHECKPOINT_DIR) or model_dir,
+      export_dir=own(export_dir))
 
 
 def _missing_folders(folder: str) -> list:
@@ -90,6 +101,7 @@ def probe(folder: str, keep_folders: bool = True) -> None:
 
 def folders(dirs: RunDirs, export_dir: Optional[str] = None) -> list:
   """[(folder, role)] of every distinct folder a run writes, the run folder first."""
+  export_dir = export_dir or dirs.export_dir
   roles = [(dirs.model_dir, 'run folder (--model_dir)'),
            (dirs.checkpoint_dir, 'checkpoint folder (--checkpoint_dir)'),
            (dirs.tensorboard_dir, 'TensorBoard folder (--tensorboard_dir)')]

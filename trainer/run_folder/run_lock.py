@@ -10,9 +10,9 @@ the second one stops at once, naming the holder.
 - Other tf.io.gfile file systems (`gs://`, ...) have no locks: the holder writes a lease,
   `<run folder>/run.lease`, and renews it every LEASE_RENEW_SECONDS from a background thread.
   A lease not renewed for LEASE_STALE_SECONDS is stale: its holder is gone, and a new run
-  takes it over. A run of the same job (the same TRAINER_JOB_ID, which the launchers set)
-  takes it over at once: that is the job restarting after losing a worker, whose previous
-  attempt is dead. Staleness compares the holder's clock with the reader's, so machines'
+  takes it over. A run of the same job (the same TRAINER_JOB_ID, which the launchers set,
+  and the same tuning trial) takes it over at once: that is the job restarting after losing
+  a worker, whose previous attempt is dead. Staleness compares the holder's clock with the reader's, so machines'
   clocks must agree to within a minute or so (NTP, as on every cloud VM).
 
 Only the chief of a multi-worker job takes the lock; the other workers write only scratch
@@ -33,6 +33,7 @@ from typing import Callable, Optional
 from absl import logging
 
 from trainer.core.errors import UserError, first_line
+from trainer.core import trial as trial_lib
 
 LOCK_FILE = 'run.lock'
 LEASE_FILE = 'run.lease'
@@ -64,10 +65,18 @@ def is_local(path: str) -> bool:
   return '://' not in path or path.startswith('file://')
 
 
+def _job() -> str:
+  """This run's job for the lease: the launcher's id, and the tuning trial within it (all
+  trials of a tuning job share the launcher's id, and must not take over each other's)."""
+  job = os.environ.get(JOB_ID_VARIABLE, '')
+  trial = trial_lib.trial_id()
+  return f'{job}/trial-{trial}' if job and trial else job
+
+
 def _identity(job: Optional[str] = None, now: Optional[float] = None) -> dict:
   return {'host': socket.gethostname(), 'pid': os.getpid(),
           'since': time.time() if now is None else now,
-          'job': os.environ.get(JOB_ID_VARIABLE, '') if job is None else job}
+          'job': _job() if job is None else job}
 
 
 def _when(seconds: float) -> str:
