@@ -2,6 +2,7 @@
 trainer/model/freezing.py)."""
 
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -232,3 +233,13 @@ def test_an_image_folder_under_mirrored_from_the_command_line(tmp_path, source_r
   assert _differs(at_thaw[2], weights.layers[2])
   recorded = records.read_json(str(run / records.CONFIG_FILE))[init_from.RECORD_KEY]
   assert recorded['output_layer'] == 'new (10 -> 2 classes)'
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, source_run, caplog):
+  copy = tmp_path / 'source'
+  shutil.copytree(source_run[0], copy)
+  for data in (copy / 'checkpoints').glob('ckpt-10.data-*'):
+    data.write_bytes(data.read_bytes()[:100])  # Truncated, as by a full disk.
+  weights = init_from.read(str(copy))
+  assert (weights.step, weights.path) == (5, str(copy / 'checkpoints' / 'ckpt-5'))
+  assert 'checkpoint' in caplog.text and 'is damaged' in caplog.text
