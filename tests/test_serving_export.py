@@ -153,7 +153,7 @@ def test_predict_reads_an_export_without_the_bytes_signature_alike(run, tmp_path
   the same function."""
   _, files, outcome = run
   module = export._Serving(outcome.trainer.model, ('cat', 'dog', 'owl'), True)  # pylint: disable=protected-access
-  tf.saved_model.save(module, str(tmp_path / 'old'), signatures={'serving_default': module.serve})
+  export.save(module, str(tmp_path / 'old'), {'serving_default': module.serve})
   paths = [path for path, _ in files['test']]
   old = predict.predict(str(tmp_path / 'old'), paths)
   new = predict.predict(_export(run), paths)

@@ -71,6 +71,18 @@ class _Serving(tf.Module):
     self.serve_bytes = serve_bytes
 
 
+def save(module, path: str, signatures: dict) -> None:
+  """tf.saved_model.save, leaving absl's log level as it was."""
+  absl_logger = logging.getLogger('absl')
+  level = absl_logger.level
+  try:
+    tf.saved_model.save(module, path, signatures=signatures)
+  finally:
+    # tf.saved_model.save mutes absl logging and, when absl flags were never parsed (library
+    # use, tests), restores it to WARNING instead of what it was: progress lines vanish.
+    absl_logger.setLevel(level)
+
+
 def export_saved_model(model, class_names, export_dir: str, flip: bool = False,
                        litert_quantize: Optional[str] = None, source=None) -> str:
   """Writes the SavedModel; the weights are copied into a model outside any strategy, so
@@ -84,15 +96,7 @@ def export_saved_model(model, class_names, export_dir: str, flip: bool = False,
   tmp = export_dir.rstrip('/') + '.tmp'
   if tf.io.gfile.exists(tmp):
     tf.io.gfile.rmtree(tmp)
-  absl_logger = logging.getLogger('absl')
-  level = absl_logger.level
-  try:
-    tf.saved_model.save(module, tmp, signatures={'serving_default': module.serve,
-                                                 BYTES_SIGNATURE: module.serve_bytes})
-  finally:
-    # tf.saved_model.save mutes absl logging and, when absl flags were never parsed (library
-    # use, tests), restores it to WARNING instead of what it was: progress lines vanish.
-    absl_logger.setLevel(level)
+  save(module, tmp, {'serving_default': module.serve, BYTES_SIGNATURE: module.serve_bytes})
   if litert_quantize is not None:
     litert.write(plain, flip, tmp, litert_quantize, source)
   # Swap in whole: a reader never sees a half-written export.
