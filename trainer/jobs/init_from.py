@@ -61,21 +61,16 @@ def _read_run(folder: str) -> Weights:
                                total_steps=1, steps_per_epoch=1)
   checkpoint = tf.train.Checkpoint(model=source.model, optimizer=source.optimizer,
                                    step=source.global_step)
-  for step, path in reversed(found):  # Newest first; a damaged one falls back to the one before.
-    try:
-      checkpoint.restore(path).assert_existing_objects_matched()
-    except (ValueError, AssertionError) as e:
-      raise UserError(f'--init_from: checkpoint {path} does not fit the model its run '
-                      f'recorded ({first_line(e)})') from None
-    except Exception as e:  # pylint: disable=broad-except
-      logging.warning('--init_from: checkpoint %s is damaged (%s); trying the one before it',
-                      path, first_line(e, 200))
-      continue
-    with source.averaged_weights():
-      layers = _layer_arrays(source.model)
-    return Weights(path, step, info.image_shape, info.num_classes, layers,
-                   'averaged' if source_config.ema_decay else 'raw')
-  raise UserError(f'--init_from={folder}: all {len(found)} checkpoints are damaged')
+  path = checkpointing.restore_newest_intact(
+      checkpoint, [path for _, path in reversed(found)], label='--init_from: checkpoint',
+      mismatch='--init_from: checkpoint {path} does not fit the model its run recorded '
+      '({reason})')
+  if path is None:
+    raise UserError(f'--init_from={folder}: all {len(found)} checkpoints are damaged')
+  with source.averaged_weights():
+    layers = _layer_arrays(source.model)
+  return Weights(path, checkpointing.step_of(path), info.image_shape, info.num_classes, layers,
+                 'averaged' if source_config.ema_decay else 'raw')
 
 
 def _read_export(folder: str) -> Weights:

@@ -81,6 +81,26 @@ class _Writer:
     return path
 
 
+def restore_newest_intact(checkpoint: tf.train.Checkpoint, paths, mismatch: str,
+                          label: str = 'checkpoint') -> Optional[str]:
+  """Restores the first of `paths` (newest first) that is intact and returns it; None if
+  every one is damaged. A checkpoint of another model raises UserError(`mismatch`, with
+  {path} and {reason} filled in): an older one would not fit either."""
+  for path in paths:
+    try:
+      checkpoint.restore(path).assert_existing_objects_matched()
+    except (ValueError, AssertionError) as e:
+      raise UserError(mismatch.format(path=path, reason=first_line(e))) from None
+    except Exception as e:  # pylint: disable=broad-except
+      # Truncated or missing files surface as OpError, IndexError ("Read less bytes than
+      # requested"), OSError...: any failure that is not a mismatch means damage.
+      logging.warning('%s %s is damaged (%s); trying the one before it', label, path,
+                      first_line(e, 200))
+      continue
+    return path
+  return None
+
+
 class Checkpoints:
   """Saving and restoring the training state of one run folder."""
 
@@ -120,24 +140,16 @@ class Checkpoints:
     if not paths:
       return None
     self._check_signature()
-    for path in paths:
-      try:
-        self.checkpoint.restore(path).assert_existing_objects_matched()
-      except (ValueError, AssertionError) as e:
-        raise UserError(f'checkpoint {path} does not fit this model ({first_line(e)});'
-                        ' use a new --model_dir (nothing was overwritten)') from None
-      except Exception as e:  # pylint: disable=broad-except
-        # Truncated or missing files surface as OpError, IndexError ("Read less bytes than
-        # requested"), OSError...: any failure that is not a mismatch means damage.
-        logging.warning('checkpoint %s is damaged (%s); trying the one before it', path,
-                        first_line(e, 200))
-        continue
-      step = step_of(path)
-      self.last_saved_step = step
-      self.restored_path = path
-      return step
-    raise UserError(f'no intact checkpoint in {self.directory} (all {len(paths)} are damaged); '
-                    'move that folder away to start over')
+    path = restore_newest_intact(
+        self.checkpoint, paths, mismatch='checkpoint {path} does not fit this model ({reason}); '
+        'use a new --model_dir (nothing was overwritten)')
+    if path is None:
+      raise UserError(f'no intact checkpoint in {self.directory} (all {len(paths)} are '
+                      'damaged); move that folder away to start over')
+    step = step_of(path)
+    self.last_saved_step = step
+    self.restored_path = path
+    return step
 
   def save(self, step: int) -> None:
     if step == self.last_saved_step:
