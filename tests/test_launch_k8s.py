@@ -48,7 +48,7 @@ def test_every_derived_tf_config_is_one_the_trainer_accepts(monkeypatch, with_ch
   for index in range(3):
     config = tf_config.tf_config(['a:1', 'b:1', 'c:1'], index, with_chief)
     monkeypatch.setenv('TF_CONFIG', json.dumps(config))
-    assert distribute._validate_tf_config() == config  # pylint: disable=protected-access
+    assert distribute.validate_tf_config() == config
 
 
 @pytest.mark.parametrize('env,message', [

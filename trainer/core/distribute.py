@@ -58,7 +58,7 @@ def _drop_blank_tf_config() -> None:
                       '--strategy=multi_worker uses it: unset it or fix it') from None
 
 
-def _validate_tf_config() -> dict:
+def validate_tf_config() -> dict:
   raw = os.environ.get('TF_CONFIG')
   if not raw or not raw.strip():
     state = 'not set' if raw is None else 'empty'
@@ -133,7 +133,7 @@ def create_strategy(name: str, num_cpu_devices: int = 0, tpu: str = '',
                       'pass --num_cpu_devices=N to split the CPU into N replicas')
     return tf.distribute.MirroredStrategy()
   if name == 'multi_worker':
-    startup.wait_for_workers(_validate_tf_config(), startup_timeout)
+    startup.wait_for_workers(validate_tf_config(), startup_timeout)
     return tf.distribute.MultiWorkerMirroredStrategy()
   if name == 'tpu':
     return tf.distribute.TPUStrategy(_tpu_resolver(tpu))

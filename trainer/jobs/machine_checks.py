@@ -6,7 +6,6 @@ a folder behind.
 """
 
 import dataclasses
-import json
 import os
 import time
 from typing import List
@@ -92,10 +91,9 @@ def cluster_checks(config: Config, wait_seconds: float = PEER_WAIT_SECONDS) -> L
   if config.strategy != 'multi_worker' and (raw is None or not raw.strip()):
     return []
   try:
-    distribute._validate_tf_config()  # pylint: disable=protected-access
+    tf_config = distribute.validate_tf_config()
   except UserError as e:
     return [Check('tf_config', FAIL, str(e))]
-  tf_config = json.loads(raw)
   task = tf_config['task']
   own = tf_config['cluster'][task['type']][task['index']]
   peers = startup.peers(tf_config)
