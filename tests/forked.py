@@ -276,7 +276,12 @@ class Popen:
 
   def send_signal(self, number):
     if self.returncode is None:
-      os.kill(self.pid, number)
+      # The zygote reaps the child, so it can be gone before its exit code reaches us;
+      # subprocess.Popen ignores that case the same way.
+      try:
+        os.kill(self.pid, number)
+      except ProcessLookupError:
+        pass
 
   def terminate(self):
     self.send_signal(signal.SIGTERM)
