@@ -16,8 +16,11 @@ from trainer.jobs import train
 
 
 def main(model_dir, out):
+  # Muon, as configs/multi_worker.cfg: its orthogonalised step must come out the same on
+  # every worker.
   config = Config(strategy='multi_worker', model_dir=model_dir, batch_size=32, epochs=0,
-                  train_steps=12, steps_per_loop=4, profile_steps='5,6')
+                  train_steps=12, steps_per_loop=4, profile_steps='5,6', optimizer='muon',
+                  learning_rate=1e-2)
   strategy = distribute.create_strategy('multi_worker')
   outcome = train.train_and_evaluate(config, strategy, make_source())
   np.savez(out, *outcome.trainer.model.get_weights(),

@@ -81,6 +81,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
          'default: the Keras optimizer\'s own (adamw, muon: 0.004; lamb, lion, sgd: none).')
   define('float', 'momentum', 'Momentum of sgd (default 0.9) or muon (default Keras\').')
   define('bool', 'nesterov', 'Nesterov momentum for sgd.')
+  define('bool', 'muon_conv', 'muon: orthogonalise the conv kernels\' updates too, each '
+         '[kh, kw, in, out] kernel as a [kh*kw*in, out] matrix; --nomuon_conv: Keras\' Muon '
+         'as it is (the hidden dense layer only, AdamW for the convolutions), the recipe of '
+         'the presets before.')
   define('string', 'lr_scaling', f'{", ".join(LR_SCALINGS)}: scale --learning_rate from '
          '--base_batch_size to the global --batch_size, linearly or by the square root.')
   define('integer', 'base_batch_size', 'The global batch that --learning_rate is meant for '

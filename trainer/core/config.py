@@ -76,6 +76,7 @@ class Config:
   weight_decay: Optional[float] = None  # None: the Keras optimizer's own default.
   momentum: Optional[float] = None  # sgd and muon; None: 0.9 for sgd, Keras' for muon.
   nesterov: bool = True  # sgd
+  muon_conv: bool = True  # muon: conv kernels take the Muon step too (model/muon.py).
   lr_scaling: str = 'none'  # --learning_rate is for --base_batch_size; scaled to batch_size.
   base_batch_size: int = 64
   ema_decay: float = 0.0  # > 0: evaluate, keep best and export an average of the weights.
@@ -182,6 +183,8 @@ class Config:
         raise UserError('--momentum only applies to --optimizer=sgd or muon')
       if not 0.0 <= self.momentum < 1.0:
         raise UserError(f'--momentum must be in [0, 1), got {self.momentum}')
+    if not self.muon_conv and self.optimizer != 'muon':
+      raise UserError('--nomuon_conv only applies to --optimizer=muon')
     if not 0.0 <= self.ema_decay < 1.0:
       raise UserError(f'--ema_decay must be in [0, 1) (0: no averaging), got {self.ema_decay}')
 

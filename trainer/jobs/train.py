@@ -60,7 +60,9 @@ def _signature(info, config: Config) -> dict:
   optimizer whose state it holds (with or without weight averages)."""
   return {'dataset': info.name, 'image_shape': list(info.image_shape),
           'num_classes': info.num_classes, 'optimizer': config.optimizer,
-          'weight_averaging': bool(config.ema_decay)}
+          'weight_averaging': bool(config.ema_decay),
+          # Which kernels keep AdamW's second moments decides the optimizer's variables.
+          'muon_conv_kernels': config.optimizer == 'muon' and config.muon_conv}
 
 
 def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy] = None,

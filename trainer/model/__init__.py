@@ -3,6 +3,7 @@
 Modules:
   cnn.py         the tutorial's CNN, layer for layer
   optimizers.py  the Keras optimizer of --optimizer and its learning-rate schedule
+  muon.py        Keras' Muon with the conv kernels orthogonalised too
   metrics.py     loss and accuracy sums and the confusion matrix, summed over replicas
   input_wait.py  the training loop's clocks: time spent waiting for input
   steps.py       Trainer: model, optimizer and the compiled train and eval loops

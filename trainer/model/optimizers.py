@@ -9,6 +9,7 @@ import keras
 
 from trainer.core.config import Config
 from trainer.model import cnn
+from trainer.model import muon
 
 # Biases take no weight decay: decaying them only pulls activations' offsets towards 0.
 _NO_DECAY = ['bias']
@@ -51,14 +52,14 @@ def create(config: Config, learning_rate) -> keras.optimizers.Optimizer:
     optimizer = keras.optimizers.SGD(**common, **decay, momentum=momentum,
                                      nesterov=config.nesterov)
   elif name == 'muon':
-    # Muon orthogonalises the updates of 2-D kernels (the hidden dense layer here); Keras
-    # gives conv kernels and biases to its built-in AdamW, and so do we the output layer,
-    # as the Muon authors advise.
+    # Muon orthogonalises the updates of the hidden dense kernel and, with --muon_conv,
+    # of the conv kernels; biases and the output layer take its built-in AdamW, as the
+    # Muon authors advise.
     momentum = {} if config.momentum is None else {'momentum': config.momentum}
     if config.weight_decay is not None:
       decay = {'weight_decay': config.weight_decay, 'adam_weight_decay': config.weight_decay}
-    optimizer = keras.optimizers.Muon(**common, **decay, **momentum,
-                                      exclude_layers=[cnn.OUTPUT_LAYER])
+    kind = muon.ConvMuon if config.muon_conv else keras.optimizers.Muon
+    optimizer = kind(**common, **decay, **momentum, exclude_layers=[cnn.OUTPUT_LAYER])
   else:
     raise ValueError(f'unknown optimizer {name!r}')  # Config.validate() catches it first.
   if optimizer.weight_decay:
@@ -68,7 +69,10 @@ def create(config: Config, learning_rate) -> keras.optimizers.Optimizer:
 
 def describe(config: Config) -> str:
   """The optimizer and its effective peak rate, for the start-of-run line."""
-  text = f'{config.optimizer}, learning rate {config.scaled_learning_rate:.4g}'
+  name = config.optimizer
+  if name == 'muon':
+    name += ' (conv and dense kernels)' if config.muon_conv else ' (dense kernel only)'
+  text = f'{name}, learning rate {config.scaled_learning_rate:.4g}'
   if config.lr_scaling != 'none':
     text += (f' ({config.lr_scaling} scaling of {config.learning_rate:g} at batch '
              f'{config.base_batch_size} to batch {config.batch_size})')

@@ -25,7 +25,7 @@ PREEMPTION_DIR = 'preemption'  # Written by PreemptionCheckpointHandler (multi-w
 BEST_DIR = 'best'
 SIGNATURE_FILE = 'signature.json'
 BEST_FILE = 'best.json'
-_OLDER_SIGNATURE = {'optimizer': 'adam', 'weight_averaging': False}
+_OLDER_SIGNATURE = {'optimizer': 'adam', 'weight_averaging': False, 'muon_conv_kernels': False}
 
 
 def step_of(path: str) -> Optional[int]:
@@ -122,13 +122,18 @@ class Checkpoints:
   def _check_signature(self):
     saved = records.read_json(os.path.join(self.directory, SIGNATURE_FILE))
     if saved is not None:
-      # Checkpoints from before these fields existed were all Adam without averages.
+      # Checkpoints from before these fields existed were all Adam without averages (and
+      # a Muon of before --muon_conv orthogonalised the dense kernel only).
       saved = dict(_OLDER_SIGNATURE, **saved)
     if saved is not None and saved != self._signature:
       differences = ', '.join(f'{k}: checkpoint {saved.get(k)!r} vs now {v!r}'
                               for k, v in self._signature.items() if saved.get(k) != v)
+      hint = ('; or --nomuon_conv to resume a Muon run from before the conv kernels took '
+              'its step') if saved.get('muon_conv_kernels') is False and \
+          self._signature.get('muon_conv_kernels') else ''
       raise UserError(f'the checkpoints in {self.directory} come from another model or data '
-                      f'set ({differences}); use a new --model_dir (nothing was overwritten)')
+                      f'set ({differences}); use a new --model_dir (nothing was overwritten)'
+                      + hint)
 
   def restore(self) -> Optional[int]:
     """Restores the newest intact checkpoint; returns its step, or None when there is none."""
