@@ -2,7 +2,7 @@
 
     python -m benchmarks.batch_scaling --data_dir=../shared/datasets/tfds \\
         --recipe=configs/scaling.cfg [--batch_sizes=64,256,512,1024,2048,4096] [--seeds=1,2,3] \\
-        [--out=runs/batch_scaling] [-- --any_trainer_flag=value ...]
+        [--out=runs/batch_scaling] [--jobs=1] [-- --any_trainer_flag=value ...]
 
 Each run is `python -m trainer.main --flagfile=RECIPE --batch_size=B --seed=S` in a process
 of its own, on one device (--strategy=default): the global batch, not the number of
@@ -11,9 +11,11 @@ replicas, decides what a synchronous data-parallel run learns, so these figures 
 trailing `-- --strategy=...`). Prints a row per run as it ends, then a table of the median
 test accuracy with its spread (min-max) per batch size; writes `scaling.json` and
 `scaling.png` (accuracy against batch, the tutorial's 64% as a line, earlier results from
---compare beside it) into --out.
+--compare beside it) into --out. --jobs=2 runs two trainings at a time: on a machine with
+several cores and no accelerator the whole sweep takes less time, each training longer.
 """
 
+import concurrent.futures
 import json
 import os
 import statistics
@@ -36,6 +38,8 @@ _LABEL = flags.DEFINE_string('label', None, 'Name of the recipe in the table and
                              'default: the flagfile and the extra flags.')
 _COMPARE = flags.DEFINE_list('compare', [], 'scaling.json files of earlier runs to draw in '
                              'the same plot.')
+_JOBS = flags.DEFINE_integer('jobs', 1, 'Trainings at a time (one per accelerator or per '
+                             'few CPU cores); the train seconds are for one job at a time.')
 _SMOKE = flags.DEFINE_bool('smoke', False, 'A few steps on a slice of the data, to check '
                            'that the script works (figures meaningless).')
 
@@ -84,13 +88,18 @@ def main(argv):
   label = _LABEL.value or ' '.join([_RECIPE.value] + extra)
   runs = []
   print(f'recipe: {label}', flush=True)
-  for batch_size in (int(b) for b in _BATCHES.value):
-    for seed in (int(s) for s in _SEEDS.value):
-      run = _train(batch_size, seed, extra)
+  settings = [(int(b), int(s)) for b in _BATCHES.value for s in _SEEDS.value]
+  with concurrent.futures.ThreadPoolExecutor(max(_JOBS.value, 1)) as pool:
+    futures = [pool.submit(_train, batch_size, seed, extra) for batch_size, seed in settings]
+    for future in concurrent.futures.as_completed(futures):
+      if future.exception():  # A failed training: do not wait for the ones queued.
+        pool.shutdown(cancel_futures=True)
+      run = future.result()
       runs.append(run)
-      print(f'batch {batch_size:>5}  seed {seed}  rate {run["learning_rate"]:.4g}  '
-            f'test accuracy {run["eval_accuracy"]:.4f}  {run["steps"]} steps  '
-            f'{run["train_seconds"]:.1f} s', flush=True)
+      print(f'batch {run["batch_size"]:>5}  seed {run["seed"]}  '
+            f'rate {run["learning_rate"]:.4g}  test accuracy {run["eval_accuracy"]:.4f}  '
+            f'{run["steps"]} steps  {run["train_seconds"]:.1f} s', flush=True)
+  runs.sort(key=lambda run: (run['batch_size'], run['seed']))
   rows = summarize(runs)
   print(f'\n{"batch":>6}{"steps":>7}{"rate":>9}{"median acc":>12}{"spread":>16}'
         f'{"train s":>9}')

@@ -178,8 +178,8 @@ def test_batch_scaling_benchmark_smoke(tmp_path, cifar_dir):
   out = tmp_path / 'scaling'
   result = forked.run(
       [sys.executable, '-m', 'tests.benchmark_smoke', 'benchmarks.batch_scaling', '--smoke',
-       f'--data_dir={cifar_dir}', '--batch_sizes=64,256', '--seeds=1', f'--out={out}', '--',
-       '--eval_flip'],
+       f'--data_dir={cifar_dir}', '--batch_sizes=64,256', '--seeds=1', f'--out={out}',
+       '--jobs=2', '--', '--eval_flip'],
       cwd=REPO, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   with open(out / 'scaling.json') as f:
