@@ -87,6 +87,8 @@ def test_the_run_says_and_records_the_effective_rate(tmp_path, small_source, cap
     (dict(optimizer='adamw', momentum=0.9), '--momentum only applies to'),
     (dict(optimizer='sgd', momentum=1.0), r'--momentum must be in \[0, 1\)'),
     (dict(optimizer='adam', muon_conv=False), '--nomuon_conv only applies to --optimizer=muon'),
+    (dict(optimizer='adam', muon_adam_lr_ratio=0.3), '--muon_adam_lr_ratio only applies to'),
+    (dict(optimizer='muon', muon_adam_lr_ratio=0.0), '--muon_adam_lr_ratio must be positive'),
     (dict(ema_decay=1.0), r'--ema_decay must be in \[0, 1\)'),
     (dict(warmup_epochs=1.0), '--warmup_epochs only applies to --lr_schedule=cosine'),
     (dict(lr_schedule='cosine', warmup_epochs=1.0, warmup_steps=5), 'not both'),

@@ -76,6 +76,17 @@ def test_a_conv_kernel_moves_by_the_orthogonalised_momentum_of_its_matrix(shape)
   assert singular.min() > 0.5 and singular.max() < 1.3, singular
 
 
+def test_the_adamw_branch_moves_at_its_share_of_the_rate():
+  moves = []
+  for ratio in (None, 0.3):
+    bias = keras.Variable(np.zeros(10, np.float32))
+    config = Config(optimizer='muon', weight_decay=0.0, muon_adam_lr_ratio=ratio)
+    optimizers.create(config, RATE).apply_gradients([(tf.linspace(-1.0, 1.0, 10), bias)])
+    moves.append(bias.numpy())
+  np.testing.assert_allclose(moves[1], 0.3 * moves[0], rtol=1e-5)
+  assert np.abs(moves[0]).max() == pytest.approx(RATE, rel=1e-3)  # Adam's first step: the rate.
+
+
 @pytest.mark.parametrize('precision', ['mixed_float16', 'mixed_bfloat16'])
 def test_under_mixed_precision_the_iteration_runs_in_float32(precision, monkeypatch):
   seen = []

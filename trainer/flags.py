@@ -85,6 +85,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
          '[kh, kw, in, out] kernel as a [kh*kw*in, out] matrix; --nomuon_conv: Keras\' Muon '
          'as it is (the hidden dense layer only, AdamW for the convolutions), the recipe of '
          'the presets before.')
+  define('float', 'muon_adam_lr_ratio', 'muon: the rate of its AdamW branch (biases and the '
+         'output layer) as a fraction of --learning_rate; default Keras\' 1.')
   define('string', 'lr_scaling', f'{", ".join(LR_SCALINGS)}: scale --learning_rate from '
          '--base_batch_size to the global --batch_size, linearly or by the square root.')
   define('integer', 'base_batch_size', 'The global batch that --learning_rate is meant for '

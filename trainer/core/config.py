@@ -77,6 +77,7 @@ class Config:
   momentum: Optional[float] = None  # sgd and muon; None: 0.9 for sgd, Keras' for muon.
   nesterov: bool = True  # sgd
   muon_conv: bool = True  # muon: conv kernels take the Muon step too (model/muon.py).
+  muon_adam_lr_ratio: Optional[float] = None  # muon: its AdamW branch's rate / the rate; Keras' 1.
   lr_scaling: str = 'none'  # --learning_rate is for --base_batch_size; scaled to batch_size.
   base_batch_size: int = 64
   ema_decay: float = 0.0  # > 0: evaluate, keep best and export an average of the weights.
@@ -185,6 +186,11 @@ class Config:
         raise UserError(f'--momentum must be in [0, 1), got {self.momentum}')
     if not self.muon_conv and self.optimizer != 'muon':
       raise UserError('--nomuon_conv only applies to --optimizer=muon')
+    if self.muon_adam_lr_ratio is not None:
+      if self.optimizer != 'muon':
+        raise UserError('--muon_adam_lr_ratio only applies to --optimizer=muon')
+      if self.muon_adam_lr_ratio <= 0:
+        raise UserError(f'--muon_adam_lr_ratio must be positive, got {self.muon_adam_lr_ratio}')
     if not 0.0 <= self.ema_decay < 1.0:
       raise UserError(f'--ema_decay must be in [0, 1) (0: no averaging), got {self.ema_decay}')
 

@@ -55,11 +55,15 @@ def create(config: Config, learning_rate) -> keras.optimizers.Optimizer:
     # Muon orthogonalises the updates of the hidden dense kernel and, with --muon_conv,
     # of the conv kernels; biases and the output layer take its built-in AdamW, as the
     # Muon authors advise.
-    momentum = {} if config.momentum is None else {'momentum': config.momentum}
+    options = {'exclude_layers': [cnn.OUTPUT_LAYER]}
+    if config.momentum is not None:
+      options['momentum'] = config.momentum
+    if config.muon_adam_lr_ratio is not None:
+      options['adam_lr_ratio'] = config.muon_adam_lr_ratio
     if config.weight_decay is not None:
       decay = {'weight_decay': config.weight_decay, 'adam_weight_decay': config.weight_decay}
     kind = muon.ConvMuon if config.muon_conv else keras.optimizers.Muon
-    optimizer = kind(**common, **decay, **momentum, exclude_layers=[cnn.OUTPUT_LAYER])
+    optimizer = kind(**common, **decay, **options)
   else:
     raise ValueError(f'unknown optimizer {name!r}')  # Config.validate() catches it first.
   if optimizer.weight_decay:
@@ -72,6 +76,10 @@ def describe(config: Config) -> str:
   name = config.optimizer
   if name == 'muon':
     name += ' (conv and dense kernels)' if config.muon_conv else ' (dense kernel only)'
+    if config.momentum is not None:
+      name += f', momentum {config.momentum:g}'
+    if config.muon_adam_lr_ratio is not None:
+      name += f', AdamW branch at {config.muon_adam_lr_ratio:g} x the rate'
   text = f'{name}, learning rate {config.scaled_learning_rate:.4g}'
   if config.lr_scaling != 'none':
     text += (f' ({config.lr_scaling} scaling of {config.learning_rate:g} at batch '
