@@ -54,6 +54,20 @@ def test_the_rate_is_scaled_from_the_base_batch(scaling, batch, expected):
                 base_batch_size=128).scaled_learning_rate == pytest.approx(4e-3)
 
 
+@pytest.mark.parametrize('optimizer,momentum,batch,expected', [
+    ('muon', None, 1024, 0.95), ('muon', None, 512, 0.95), ('muon', None, 2048, 0.9),
+    ('muon', None, 4096, 0.8), ('muon', 0.9, 4096, 0.6), ('sgd', None, 2048, 0.8),
+    ('muon', None, 32768, 0.0)])
+def test_one_minus_the_momentum_grows_with_the_batch_above_the_base(optimizer, momentum, batch,
+                                                                     expected):
+  config = Config(optimizer=optimizer, momentum=momentum, momentum_scaling='linear',
+                  base_batch_size=1024, batch_size=batch)
+  assert config.scaled_momentum == pytest.approx(expected)
+  assert optimizers.create(config, 1e-3).momentum == pytest.approx(expected)
+  assert Config(optimizer=optimizer, momentum=momentum, batch_size=batch).scaled_momentum == \
+      momentum  # No scaling: as given (None: the optimizer's default).
+
+
 def test_a_preset_states_its_rate_once_for_any_batch():
   preset = REPO / 'configs' / 'multi_gpu.cfg'
   at_8 = load(preset)
@@ -87,6 +101,8 @@ def test_the_run_says_and_records_the_effective_rate(tmp_path, small_source, cap
     (dict(optimizer='adamw', momentum=0.9), '--momentum only applies to'),
     (dict(optimizer='sgd', momentum=1.0), r'--momentum must be in \[0, 1\)'),
     (dict(optimizer='adam', muon_conv=False), '--nomuon_conv only applies to --optimizer=muon'),
+    (dict(optimizer='adamw', momentum_scaling='linear'), '--momentum_scaling only applies to'),
+    (dict(momentum_scaling='cube'), "unknown --momentum_scaling='cube'"),
     (dict(optimizer='adam', muon_adam_lr_ratio=0.3), '--muon_adam_lr_ratio only applies to'),
     (dict(optimizer='muon', muon_adam_lr_ratio=0.0), '--muon_adam_lr_ratio must be positive'),
     (dict(ema_decay=1.0), r'--ema_decay must be in \[0, 1\)'),

@@ -7,7 +7,7 @@ from absl import flags
 
 from trainer.core.config import AUGMENTATIONS, Config, INPUTS, LITERT_QUANTIZATIONS, \
     LR_SCALINGS, LR_SCHEDULES, MIXED_PRECISION, OPTIMIZERS, STRATEGIES, TUNE_METRICS
-from trainer.core.config import FREEZES
+from trainer.core.config import FREEZES, MOMENTUM_SCALINGS
 from trainer.core.errors import EXIT_USER_ERROR
 from trainer.report import logs
 
@@ -89,6 +89,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
          'output layer) as a fraction of --learning_rate; default Keras\' 1.')
   define('string', 'lr_scaling', f'{", ".join(LR_SCALINGS)}: scale --learning_rate from '
          '--base_batch_size to the global --batch_size, linearly or by the square root.')
+  define('string', 'momentum_scaling', f'{", ".join(MOMENTUM_SCALINGS)}: sgd, muon: above '
+         '--base_batch_size, 1 - --momentum grows in proportion to the global batch (0.95 at '
+         'the base is 0.9 at twice the base); at or below the base it stays as given.')
   define('integer', 'base_batch_size', 'The global batch that --learning_rate is meant for '
          '(with --lr_scaling).')
   define('float', 'ema_decay', 'Keep an exponential moving average of the weights with this '

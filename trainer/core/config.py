@@ -16,6 +16,9 @@ AUGMENTATIONS = ('none', 'flip', 'flip_shift')
 INPUTS = ('host', 'device')
 OPTIMIZERS = ('adam', 'adamw', 'lamb', 'lion', 'sgd', 'muon')
 LR_SCALINGS = ('none', 'linear', 'sqrt')
+MOMENTUM_SCALINGS = ('none', 'linear')
+# The optimizers that take --momentum, with their default (sgd: ours; muon: Keras').
+MOMENTUM_DEFAULTS = {'sgd': 0.9, 'muon': 0.95}
 LITERT_QUANTIZATIONS = ('none', 'int8')  # Serving exports: --litert_quantize.
 # Fine-tuning (trainer/jobs/init_from.py, trainer/model/freezing.py): the layers --freeze holds.
 FREEZES = ('none', 'conv', 'all_but_head')
@@ -25,7 +28,7 @@ FREEZES = ('none', 'conv', 'all_but_head')
 DEFAULT_STARTUP_TIMEOUT = 1800
 _CHOICES = {'strategy': STRATEGIES, 'augment': AUGMENTATIONS, 'lr_schedule': LR_SCHEDULES,
             'mixed_precision': MIXED_PRECISION, 'optimizer': OPTIMIZERS,
-            'lr_scaling': LR_SCALINGS, 'input': INPUTS,
+            'lr_scaling': LR_SCALINGS, 'momentum_scaling': MOMENTUM_SCALINGS, 'input': INPUTS,
             'litert_quantize': LITERT_QUANTIZATIONS, 'freeze': FREEZES}
 # Hyperparameter tuning on Vertex AI: what a trial reports (trainer/report/hypertune.py).
 TUNE_METRICS = ('eval_accuracy', 'eval_loss')
@@ -76,6 +79,7 @@ class Config:
   weight_decay: Optional[float] = None  # None: the Keras optimizer's own default.
   momentum: Optional[float] = None  # sgd and muon; None: 0.9 for sgd, Keras' for muon.
   nesterov: bool = True  # sgd
+  momentum_scaling: str = 'none'  # linear: 1 - momentum grows with the batch above the base.
   muon_conv: bool = True  # muon: conv kernels take the Muon step too (model/muon.py).
   muon_adam_lr_ratio: Optional[float] = None  # muon: its AdamW branch's rate / the rate; Keras' 1.
   lr_scaling: str = 'none'  # --learning_rate is for --base_batch_size; scaled to batch_size.
@@ -179,8 +183,10 @@ class Config:
                         'use --optimizer=adamw (Adam with decoupled weight decay)')
       if self.weight_decay < 0:
         raise UserError(f'--weight_decay must not be negative, got {self.weight_decay}')
+    if self.momentum_scaling != 'none' and self.optimizer not in MOMENTUM_DEFAULTS:
+      raise UserError('--momentum_scaling only applies to --optimizer=sgd or muon')
     if self.momentum is not None:
-      if self.optimizer not in ('sgd', 'muon'):
+      if self.optimizer not in MOMENTUM_DEFAULTS:
         raise UserError('--momentum only applies to --optimizer=sgd or muon')
       if not 0.0 <= self.momentum < 1.0:
         raise UserError(f'--momentum must be in [0, 1), got {self.momentum}')
@@ -201,6 +207,17 @@ class Config:
     ratio = self.batch_size / self.base_batch_size
     factor = {'none': 1.0, 'linear': ratio, 'sqrt': ratio ** 0.5}[self.lr_scaling]
     return self.learning_rate * factor
+
+  @property
+  def scaled_momentum(self) -> Optional[float]:
+    """The momentum for the global batch (None: the optimizer's default). With
+    --momentum_scaling=linear, 1 - momentum grows linearly with the batch above
+    --base_batch_size: fewer, larger steps average their gradients over fewer steps."""
+    if self.momentum_scaling == 'none' or self.optimizer not in MOMENTUM_DEFAULTS:
+      return self.momentum
+    base = MOMENTUM_DEFAULTS[self.optimizer] if self.momentum is None else self.momentum
+    ratio = max(self.batch_size / self.base_batch_size, 1.0)
+    return max(1.0 - (1.0 - base) * ratio, 0.0)
 
   def warmup_steps_for(self, steps_per_epoch: int) -> int:
     if self.warmup_epochs:

@@ -7,7 +7,7 @@ square root), so one preset stays right on 1, 8 or 64 replicas.
 
 import keras
 
-from trainer.core.config import Config
+from trainer.core.config import MOMENTUM_DEFAULTS, Config
 from trainer.model import cnn
 from trainer.model import muon
 
@@ -48,7 +48,8 @@ def create(config: Config, learning_rate) -> keras.optimizers.Optimizer:
   elif name == 'lion':
     optimizer = keras.optimizers.Lion(**common, **decay)
   elif name == 'sgd':
-    momentum = 0.9 if config.momentum is None else config.momentum
+    momentum = config.scaled_momentum
+    momentum = MOMENTUM_DEFAULTS['sgd'] if momentum is None else momentum
     optimizer = keras.optimizers.SGD(**common, **decay, momentum=momentum,
                                      nesterov=config.nesterov)
   elif name == 'muon':
@@ -56,8 +57,8 @@ def create(config: Config, learning_rate) -> keras.optimizers.Optimizer:
     # of the conv kernels; biases and the output layer take its built-in AdamW, as the
     # Muon authors advise.
     options = {'exclude_layers': [cnn.OUTPUT_LAYER]}
-    if config.momentum is not None:
-      options['momentum'] = config.momentum
+    if config.scaled_momentum is not None:
+      options['momentum'] = config.scaled_momentum
     if config.muon_adam_lr_ratio is not None:
       options['adam_lr_ratio'] = config.muon_adam_lr_ratio
     if config.weight_decay is not None:
@@ -76,14 +77,17 @@ def describe(config: Config) -> str:
   name = config.optimizer
   if name == 'muon':
     name += ' (conv and dense kernels)' if config.muon_conv else ' (dense kernel only)'
-    if config.momentum is not None:
-      name += f', momentum {config.momentum:g}'
+    if config.scaled_momentum is not None:
+      name += f', momentum {config.scaled_momentum:.3g}'
     if config.muon_adam_lr_ratio is not None:
       name += f', AdamW branch at {config.muon_adam_lr_ratio:g} x the rate'
   text = f'{name}, learning rate {config.scaled_learning_rate:.4g}'
   if config.lr_scaling != 'none':
     text += (f' ({config.lr_scaling} scaling of {config.learning_rate:g} at batch '
              f'{config.base_batch_size} to batch {config.batch_size})')
+  if config.momentum_scaling != 'none':
+    text += (f', 1 - momentum scaled {config.momentum_scaling}ly from batch '
+             f'{config.base_batch_size}')
   if config.lr_schedule != 'constant':
     text += f', {config.lr_schedule} schedule'
   if config.ema_decay:

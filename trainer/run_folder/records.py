@@ -39,7 +39,8 @@ def write_config(model_dir: str, config: Config, **extra) -> None:
   """config.json: every setting of the (latest) run, the rate it derived for its batch, and
   `extra` (e.g. where --init_from's weights came from)."""
   write_json(os.path.join(model_dir, CONFIG_FILE), dict(
-      dataclasses.asdict(config), scaled_learning_rate=config.scaled_learning_rate, **extra))
+      dataclasses.asdict(config), scaled_learning_rate=config.scaled_learning_rate,
+      scaled_momentum=config.scaled_momentum, **extra))
 
 
 def read_run_config(model_dir: str) -> Config:
