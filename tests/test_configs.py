@@ -41,7 +41,8 @@ def test_tutorial_is_the_tutorial():
 # What tells runs of one recipe apart: where they run, and how many examples a step takes.
 # (--input changes where batches are made, not which: tests/test_device_input.py.)
 _PLACEMENT = ('strategy', 'mixed_precision', 'steps_per_loop', 'data_dir', 'model_dir',
-              'batch_size', 'learning_rate', 'lr_scaling', 'base_batch_size', 'input')
+              'batch_size', 'learning_rate', 'lr_scaling', 'base_batch_size', 'momentum_scaling',
+              'input')
 
 
 @pytest.mark.parametrize('name', ['fast', 'multi_gpu', 'multi_worker', 'tpu'])
@@ -51,6 +52,7 @@ def test_presets_are_the_measured_large_batch_recipe_at_their_batch(name):
   recipe = load(REPO / 'configs' / 'scaling.cfg', f'--batch_size={config.batch_size}')
   assert config.epochs == 5 and config.train_steps == 0
   assert config.scaled_learning_rate == recipe.scaled_learning_rate
+  assert config.scaled_momentum == recipe.scaled_momentum
   differences = {field for field in Config.__dataclass_fields__
                  if getattr(config, field) != getattr(recipe, field)}
   assert differences <= set(_PLACEMENT)

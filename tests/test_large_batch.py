@@ -12,7 +12,7 @@ import tensorflow as tf
 from tests.conftest import REPO, make_source
 from tests import forked
 from tests.test_configs import load
-from trainer.core.config import OPTIMIZERS, Config
+from trainer.core.config import MOMENTUM_DEFAULTS, OPTIMIZERS, Config
 from trainer.core.errors import UserError
 from trainer.data import pipeline
 from trainer.jobs import train
@@ -64,8 +64,8 @@ def test_one_minus_the_momentum_grows_with_the_batch_above_the_base(optimizer, m
                   base_batch_size=1024, batch_size=batch)
   assert config.scaled_momentum == pytest.approx(expected)
   assert optimizers.create(config, 1e-3).momentum == pytest.approx(expected)
-  assert Config(optimizer=optimizer, momentum=momentum, batch_size=batch).scaled_momentum == \
-      momentum  # No scaling: as given (None: the optimizer's default).
+  unscaled = Config(optimizer=optimizer, momentum=momentum, batch_size=batch).scaled_momentum
+  assert unscaled == (MOMENTUM_DEFAULTS[optimizer] if momentum is None else momentum)
 
 
 def test_a_preset_states_its_rate_once_for_any_batch():

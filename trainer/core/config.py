@@ -210,12 +210,14 @@ class Config:
 
   @property
   def scaled_momentum(self) -> Optional[float]:
-    """The momentum for the global batch (None: the optimizer's default). With
+    """The momentum of sgd or muon for the global batch (None for the others). With
     --momentum_scaling=linear, 1 - momentum grows linearly with the batch above
     --base_batch_size: fewer, larger steps average their gradients over fewer steps."""
-    if self.momentum_scaling == 'none' or self.optimizer not in MOMENTUM_DEFAULTS:
-      return self.momentum
+    if self.optimizer not in MOMENTUM_DEFAULTS:
+      return None
     base = MOMENTUM_DEFAULTS[self.optimizer] if self.momentum is None else self.momentum
+    if self.momentum_scaling == 'none':
+      return base
     ratio = max(self.batch_size / self.base_batch_size, 1.0)
     return max(1.0 - (1.0 - base) * ratio, 0.0)
 

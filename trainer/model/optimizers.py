@@ -7,7 +7,7 @@ square root), so one preset stays right on 1, 8 or 64 replicas.
 
 import keras
 
-from trainer.core.config import MOMENTUM_DEFAULTS, Config
+from trainer.core.config import Config
 from trainer.model import cnn
 from trainer.model import muon
 
@@ -48,17 +48,13 @@ def create(config: Config, learning_rate) -> keras.optimizers.Optimizer:
   elif name == 'lion':
     optimizer = keras.optimizers.Lion(**common, **decay)
   elif name == 'sgd':
-    momentum = config.scaled_momentum
-    momentum = MOMENTUM_DEFAULTS['sgd'] if momentum is None else momentum
-    optimizer = keras.optimizers.SGD(**common, **decay, momentum=momentum,
+    optimizer = keras.optimizers.SGD(**common, **decay, momentum=config.scaled_momentum,
                                      nesterov=config.nesterov)
   elif name == 'muon':
     # Muon orthogonalises the updates of the hidden dense kernel and, with --muon_conv,
     # of the conv kernels; biases and the output layer take its built-in AdamW, as the
     # Muon authors advise.
-    options = {'exclude_layers': [cnn.OUTPUT_LAYER]}
-    if config.scaled_momentum is not None:
-      options['momentum'] = config.scaled_momentum
+    options = {'exclude_layers': [cnn.OUTPUT_LAYER], 'momentum': config.scaled_momentum}
     if config.muon_adam_lr_ratio is not None:
       options['adam_lr_ratio'] = config.muon_adam_lr_ratio
     if config.weight_decay is not None:
@@ -77,8 +73,7 @@ def describe(config: Config) -> str:
   name = config.optimizer
   if name == 'muon':
     name += ' (conv and dense kernels)' if config.muon_conv else ' (dense kernel only)'
-    if config.scaled_momentum is not None:
-      name += f', momentum {config.scaled_momentum:.3g}'
+    name += f', momentum {config.scaled_momentum:.3g}'
     if config.muon_adam_lr_ratio is not None:
       name += f', AdamW branch at {config.muon_adam_lr_ratio:g} x the rate'
   text = f'{name}, learning rate {config.scaled_learning_rate:.4g}'
