@@ -157,3 +157,15 @@ def test_a_muon_run_from_before_conv_kernels_resumes_only_with_nomuon_conv(tmp_p
     train.train_and_evaluate(config.replace(muon_conv=True, train_steps=8), None, source)
   resumed = train.train_and_evaluate(config.replace(train_steps=8), None, source)
   assert resumed.metrics['global_step'] == 8
+
+
+def test_the_start_line_says_which_muon_and_its_momentum():
+  config = Config(optimizer='muon', learning_rate=0.0226, lr_scaling='sqrt',
+                  base_batch_size=1024, momentum_scaling='linear', muon_adam_lr_ratio=0.3,
+                  batch_size=4096)
+  text = optimizers.describe(config)
+  assert text.startswith('muon (conv and dense kernels), momentum 0.8, AdamW branch at 0.3 x '
+                         'the rate, learning rate 0.0452 (sqrt scaling of 0.0226 at batch 1024')
+  assert '1 - momentum scaled linearly from batch 1024' in text
+  assert optimizers.describe(Config(optimizer='muon', muon_conv=False)).startswith(
+      'muon (dense kernel only), momentum 0.95, learning rate 0.001')
