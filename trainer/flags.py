@@ -92,8 +92,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   define('string', 'momentum_scaling', f'{", ".join(MOMENTUM_SCALINGS)}: sgd, muon: above '
          '--base_batch_size, 1 - --momentum grows in proportion to the global batch (0.95 at '
          'the base is 0.9 at twice the base); at or below the base it stays as given.')
-  define('integer', 'base_batch_size', 'The global batch that --learning_rate is meant for '
-         '(with --lr_scaling).')
+  define('integer', 'base_batch_size', 'The global batch that --learning_rate and --momentum '
+         'are meant for (with --lr_scaling, --momentum_scaling).')
   define('float', 'ema_decay', 'Keep an exponential moving average of the weights with this '
          'decay (e.g. 0.99); evaluation, best/ and the export use it. 0: off.')
   define('bool', 'eval_flip', 'Evaluate (and serve from the export) the mean logits of each '
