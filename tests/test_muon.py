@@ -7,6 +7,8 @@ GPU kernels tests/test_gpu_kernels.py's and XLA tests/test_xla_compile.py's: all
 run the presets, which use Muon.
 """
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -16,11 +18,13 @@ from tests.conftest import make_source
 from trainer.core.config import Config
 from trainer.core.errors import UserError
 from trainer.data import pipeline
+from trainer.jobs import evaluation
 from trainer.jobs import train
 from trainer.model import cnn
 from trainer.model import muon
 from trainer.model import optimizers
 from trainer.model import steps
+from trainer.run_folder import records
 
 RATE = 1e-2
 
@@ -157,6 +161,27 @@ def test_a_muon_run_from_before_conv_kernels_resumes_only_with_nomuon_conv(tmp_p
     train.train_and_evaluate(config.replace(muon_conv=True, train_steps=8), None, source)
   resumed = train.train_and_evaluate(config.replace(train_steps=8), None, source)
   assert resumed.metrics['global_step'] == 8
+
+
+def test_a_muon_run_recorded_before_muon_conv_evaluates_and_starts_a_fine_tuning(tmp_path):
+  source = make_source()
+  old = Config(optimizer='muon', muon_conv=False, batch_size=32, epochs=0, train_steps=4,
+               steps_per_loop=4, model_dir=str(tmp_path / 'old'))
+  train.train_and_evaluate(old, None, source)
+  # As such a run folder was written: no muon_conv in config.json or signature.json.
+  for path, key in ((tmp_path / 'old' / records.CONFIG_FILE, 'muon_conv'),
+                    (tmp_path / 'old' / 'checkpoints' / 'signature.json', 'muon_conv_kernels')):
+    recorded = json.loads(path.read_text())
+    del recorded[key]
+    path.write_text(json.dumps(recorded))
+  recorded = records.read_run_config(str(tmp_path / 'old'))
+  assert not recorded.muon_conv
+  evaluator = evaluation.Evaluator(recorded, str(tmp_path / 'old'), 'test', source=source)
+  assert evaluator.evaluate(evaluator.resolve('latest')).step == 4
+  new = Config(batch_size=32, epochs=0, train_steps=2, steps_per_loop=2,
+               init_from=str(tmp_path / 'old'), model_dir=str(tmp_path / 'new'))
+  outcome = train.train_and_evaluate(new, None, source)
+  assert outcome.metrics['global_step'] == 2
 
 
 def test_the_start_line_says_which_muon_and_its_momentum():

@@ -56,4 +56,8 @@ def read_run_config(model_dir: str) -> Config:
     raise UserError(f'cannot read {path}: {first_line(e)}') from None
   fields = {name: value for name, value in recorded.items()
             if name in Config.__dataclass_fields__}
+  if fields.get('optimizer') == 'muon':
+    # A Muon run recorded before --muon_conv left the conv kernels to AdamW: its checkpoints
+    # hold that optimizer's variables, which the default would not restore.
+    fields.setdefault('muon_conv', False)
   return Config(**fields)
