@@ -97,6 +97,7 @@ def test_failures_are_one_json_line_each_and_exit_1(tmp_path):
 @pytest.mark.parametrize('args,message', [
     (['--strategy=foo'], "error: unknown --strategy='foo'; choose one of"),
     (['--no_such_flag=1'], 'error: Unknown command line flag'),
+    (['stray'], 'error: unexpected arguments: stray (flags are --name=value or --name value)'),
 ])
 def test_bad_flags_end_in_one_line_and_exit_2(args, message):
   result = _doctor(*args)

@@ -21,10 +21,7 @@ def main(argv):
   log_format = trainer_flags.log_format(flags.FLAGS)
   logs.setup(log_format, flags.FLAGS.verbosity)
   try:
-    if len(argv) > 1:
-      raise UserError(f'unexpected arguments: {" ".join(argv[1:])} '
-                      '(flags are --name=value or --name value)')
-    config = trainer_flags.config_from_flags(flags.FLAGS)
+    config = trainer_flags.config_from_command_line(argv)
     from trainer.jobs import doctor  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
     code = doctor.run(config, log_format)
   except UserError as e:

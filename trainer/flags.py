@@ -8,7 +8,7 @@ from absl import flags
 from trainer.core.config import AUGMENTATIONS, Config, INPUTS, LITERT_QUANTIZATIONS, \
     LR_SCALINGS, LR_SCHEDULES, MIXED_PRECISION, OPTIMIZERS, STRATEGIES, TUNE_METRICS
 from trainer.core.config import FREEZES, MOMENTUM_SCALINGS
-from trainer.core.errors import EXIT_USER_ERROR
+from trainer.core.errors import EXIT_USER_ERROR, UserError
 from trainer.report import logs
 
 _DEFAULTS = Config()
@@ -161,6 +161,15 @@ def config_from_flags(values: flags.FlagValues = flags.FLAGS) -> Config:
   """The validated Config for the parsed flags (raises UserError on bad values)."""
   fields = {name: values[name].value for name in Config.__dataclass_fields__}
   return Config(**fields).validate()
+
+
+def config_from_command_line(argv, values: flags.FlagValues = flags.FLAGS) -> Config:
+  """config_from_flags for an entry point's main(argv): whatever absl left besides the
+  program name is a mistyped flag, refused with UserError."""
+  if len(argv) > 1:
+    raise UserError(f'unexpected arguments: {" ".join(argv[1:])} '
+                    '(flags are --name=value or --name value)')
+  return config_from_flags(values)
 
 
 # Hyperparameter tuning on Vertex AI passes each trial's values as `--name value`. absl

@@ -32,10 +32,7 @@ def main(argv):
   logs.setup(trainer_flags.log_format(flags.FLAGS), flags.FLAGS.verbosity)
   threading.excepthook = _thread_failed
   try:
-    if len(argv) > 1:
-      raise UserError(f'unexpected arguments: {" ".join(argv[1:])} '
-                      '(flags are --name=value or --name value)')
-    config = trainer_flags.config_from_flags(flags.FLAGS)
+    config = trainer_flags.config_from_command_line(argv)
     if config.model_dir and config.strategy != 'multi_worker':  # Workers share the chief's.
       run_lock.refuse_if_held(config.model_dir)
     from trainer.jobs import train  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
