@@ -49,8 +49,8 @@ def test_multi_worker_needs_a_shared_folder_from_a_flag_or_vertex():
 
 def test_prepare_creates_every_folder_and_leaves_no_probe_behind(tmp_path):
   dirs = run_dirs.RunDirs(str(tmp_path / 'm'), str(tmp_path / 'logs' / 't'),
-                          str(tmp_path / 'c'))
-  run_dirs.prepare(dirs, export_dir=str(tmp_path / 'e' / 'export'))
+                          str(tmp_path / 'c'), export_dir=str(tmp_path / 'e' / 'export'))
+  run_dirs.prepare(dirs)
   for folder in ('m', 'logs/t', 'c', 'e'):
     assert (tmp_path / folder).is_dir()
     assert not list((tmp_path / folder).iterdir())

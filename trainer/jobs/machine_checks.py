@@ -161,13 +161,11 @@ def folder_checks(config: Config) -> List[Check]:
   folder exists."""
   checks = []
   try:
-    dirs = run_dirs.resolve(model_dir=config.model_dir, tensorboard_dir=config.tensorboard_dir,
-                            checkpoint_dir=config.checkpoint_dir,
-                            multi_worker=config.strategy == 'multi_worker')
+    dirs = run_dirs.of_config(config)
   except UserError as e:
     checks.append(Check('run_folder', FAIL, str(e)))
   else:
-    for folder, role in run_dirs.folders(dirs, config.export_dir):
+    for folder, role in run_dirs.folders(dirs):
       problem = run_dirs.unwritable(folder, role, keep_folders=False)
       checks.append(Check('run_folder', FAIL, problem) if problem else
                     Check('run_folder', OK, f'the {role} {folder} takes a write (probe file '

@@ -14,7 +14,6 @@ from trainer.core import accelerators
 from trainer.core.config import Config
 from trainer.core import distribute
 from trainer.core.errors import UserError
-from trainer.core import trial
 from trainer.data import device_input
 from trainer.data import pipeline
 from trainer.data import sources
@@ -73,9 +72,7 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
   Raises errors.Preempted after saving when SIGTERM/SIGINT arrives.
   """
   config.validate()
-  dirs = run_dirs.resolve(model_dir=config.model_dir, tensorboard_dir=config.tensorboard_dir,
-                          checkpoint_dir=config.checkpoint_dir, export_dir=config.export_dir,
-                          multi_worker=config.strategy == 'multi_worker', trial=trial.trial_id())
+  dirs = run_dirs.of_config(config)
   run_dirs.prepare(dirs)  # Before data or model: a bad folder fails fast.
   if strategy is None:
     accelerators.warn_if_gpu_unseen()

@@ -16,8 +16,9 @@ from typing import Mapping, Optional
 
 import tensorflow as tf
 
+from trainer.core.config import Config
 from trainer.core.errors import UserError, first_line
-from trainer.core.trial import trial_folder
+from trainer.core.trial import trial_folder, trial_id
 
 # Vertex AI custom training's convention (set from the job's base output directory).
 AIP_MODEL_DIR = 'AIP_MODEL_DIR'
@@ -62,6 +63,14 @@ def resolve(*, model_dir: Optional[str] = None, tensorboard_dir: Optional[str] =
       export_dir=own(export_dir))
 
 
+def of_config(config: Config) -> RunDirs:
+  """The folders a training run with `config` writes (resolve() of its path flags), in this
+  process's tuning trial if it is one: the run prepares them, the doctor probes them."""
+  return resolve(model_dir=config.model_dir, tensorboard_dir=config.tensorboard_dir,
+                 checkpoint_dir=config.checkpoint_dir, export_dir=config.export_dir,
+                 multi_worker=config.strategy == 'multi_worker', trial=trial_id())
+
+
 def _missing_folders(folder: str) -> list:
   """`folder` and those of its parents that do not exist yet, the deepest first."""
   missing = []
@@ -99,9 +108,9 @@ def probe(folder: str, keep_folders: bool = True) -> None:
         tf.io.gfile.rmtree(made)
 
 
-def folders(dirs: RunDirs, export_dir: Optional[str] = None) -> list:
+def folders(dirs: RunDirs) -> list:
   """[(folder, role)] of every distinct folder a run writes, the run folder first."""
-  export_dir = export_dir or dirs.export_dir
+  export_dir = dirs.export_dir
   roles = [(dirs.model_dir, 'run folder (--model_dir)'),
            (dirs.checkpoint_dir, 'checkpoint folder (--checkpoint_dir)'),
            (dirs.tensorboard_dir, 'TensorBoard folder (--tensorboard_dir)')]
@@ -125,10 +134,10 @@ def unwritable(folder: str, role: str, keep_folders: bool = True) -> Optional[st
   return None
 
 
-def prepare(dirs: RunDirs, export_dir: Optional[str] = None) -> None:
+def prepare(dirs: RunDirs) -> None:
   """Creates the run's folders and checks each takes a write; raises UserError naming the
   folder and the reason otherwise."""
-  for folder, role in folders(dirs, export_dir):
+  for folder, role in folders(dirs):
     problem = unwritable(folder, role)
     if problem:
       raise UserError(problem)
