@@ -47,7 +47,8 @@ def _kinds(optimizer, model):
   """{'muon' or 'adamw': [variable paths]}: which step each trainable variable takes."""
   kinds = {'muon': [], 'adamw': []}
   for variable in model.trainable_variables:
-    kinds['adamw' if optimizer._should_use_adamw(variable) else 'muon'].append(variable.path)  # pylint: disable=protected-access
+    adamw = optimizer._should_use_adamw(variable)  # pylint: disable=protected-access
+    kinds['adamw' if adamw else 'muon'].append(variable.path)
   return kinds
 
 

@@ -114,8 +114,9 @@ def apply(weights: Weights, model) -> dict:
   """
   shape = tuple(model.input_shape[1:])
   if tuple(weights.image_shape) != shape:
-    raise UserError(f'--init_from={weights.path}: its model takes {_shape_text(weights.image_shape)}'
-                    f' images, this run\'s data is {_shape_text(shape)} (HxWxchannels); '
+    raise UserError(f'--init_from={weights.path}: its model takes '
+                    f'{_shape_text(weights.image_shape)} images, this run\'s data is '
+                    f'{_shape_text(shape)} (HxWxchannels); '
                     'for an image folder, --image_size=H,W sets the size')
   num_classes = model.output_shape[-1]
   layers = [layer for layer in model.layers if layer.weights]

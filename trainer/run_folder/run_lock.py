@@ -12,8 +12,9 @@ the second one stops at once, naming the holder.
   A lease not renewed for LEASE_STALE_SECONDS is stale: its holder is gone, and a new run
   takes it over. A run of the same job (the same TRAINER_JOB_ID, which the launchers set,
   and the same tuning trial) takes it over at once: that is the job restarting after losing
-  a worker, whose previous attempt is dead. Staleness compares the holder's clock with the reader's, so machines'
-  clocks must agree to within a minute or so (NTP, as on every cloud VM).
+  a worker, whose previous attempt is dead. Staleness compares the holder's clock with the
+  reader's, so machines' clocks must agree to within a minute or so (NTP, as on every
+  cloud VM).
 
 Only the chief of a multi-worker job takes the lock; the other workers write only scratch
 files, so they neither take it nor look at it.
