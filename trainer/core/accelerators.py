@@ -31,6 +31,13 @@ class Seen:
   cuda_version: str  # The CUDA and cuDNN this TensorFlow was built for ('' if none).
   cudnn_version: str
 
+  @property
+  def build(self) -> str:
+    """What CUDA this TensorFlow was built for, in words."""
+    if not self.cuda_build:
+      return 'built without CUDA'
+    return f'built for CUDA {self.cuda_version}, cuDNN {self.cudnn_version}'
+
 
 _Which = Callable[[str], Optional[str]]
 
@@ -62,10 +69,8 @@ def unseen_gpu_message(machine: Seen) -> Optional[str]:
   """One line when an NVIDIA device is here but TensorFlow has no GPU; None otherwise."""
   if not machine.nvidia or machine.tensorflow_gpus:
     return None
-  built = (f'built for CUDA {machine.cuda_version}, cuDNN {machine.cudnn_version}'
-           if machine.cuda_build else 'built without CUDA')
   return (f'an NVIDIA GPU is on this machine ({machine.nvidia}) but TensorFlow sees none '
-          f'({built}; usually its CUDA libraries are missing) and trains on the CPU; '
+          f'({machine.build}; usually its CUDA libraries are missing) and trains on the CPU; '
           f'install the CUDA-enabled wheel: '
           f'{GPU_INSTALL.format(version=machine.tensorflow_version)}')
 

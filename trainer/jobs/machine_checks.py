@@ -48,13 +48,11 @@ def tensorflow_check(config: Config) -> List[Check]:
   """TensorFlow's version, its CUDA/cuDNN build, the devices it sees, and an NVIDIA device
   it does not see."""
   machine = accelerators.seen()
-  built = (f'built for CUDA {machine.cuda_version}, cuDNN {machine.cudnn_version}'
-           if machine.cuda_build else 'built without CUDA')
   devices = _device_names(tf.config.list_physical_devices())
   nvidia = f'NVIDIA device: {machine.nvidia}' if machine.nvidia else 'no NVIDIA device here'
   fields = dict(tensorflow=machine.tensorflow_version, gpus=len(machine.tensorflow_gpus),
                 cuda=machine.cuda_version, cudnn=machine.cudnn_version)
-  checks = [Check('tensorflow', OK, f'TensorFlow {machine.tensorflow_version}, {built}; '
+  checks = [Check('tensorflow', OK, f'TensorFlow {machine.tensorflow_version}, {machine.build}; '
                   f'devices: {devices}; {nvidia}', fields)]
   unseen = accelerators.unseen_gpu_message(machine)
   if unseen:
