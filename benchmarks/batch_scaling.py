@@ -19,13 +19,13 @@ import concurrent.futures
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 
 from absl import app
 from absl import flags
 
+from benchmarks import measure
 from benchmarks import scaling_plot
 
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS folder with cifar10 (as for training).')
@@ -43,7 +43,6 @@ _JOBS = flags.DEFINE_integer('jobs', 1, 'Trainings at a time (one per accelerato
 _SMOKE = flags.DEFINE_bool('smoke', False, 'A few steps on a slice of the data, to check '
                            'that the script works (figures meaningless).')
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUTORIAL_ACCURACY = 0.64  # The tutorial's 5 epochs at batch 64, with this trainer.
 
 
@@ -56,14 +55,9 @@ def _train(batch_size, seed, extra):
   if _SMOKE.value:
     command += ['--train_steps=4', '--train_split=train[:2048]', '--eval_split=test[:256]']
   command += extra
-  result = subprocess.run(command, cwd=_REPO, capture_output=True, text=True,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
-  if result.returncode:
-    sys.exit(f'error: {" ".join(command[2:])} failed:\n{result.stderr[-3000:]}')
-  with open(os.path.join(model_dir, 'results.json')) as f:
-    results = json.load(f)
-  with open(os.path.join(model_dir, 'config.json')) as f:
-    learning_rate = json.load(f)['scaled_learning_rate']
+  measure.run(command)
+  results = measure.record(model_dir)
+  learning_rate = measure.record(model_dir, 'config.json')['scaled_learning_rate']
   return {'batch_size': batch_size, 'seed': seed, 'eval_accuracy': results['eval_accuracy'],
           'train_seconds': results['train_seconds'], 'steps': results['global_step'],
           'learning_rate': learning_rate, 'model_dir': model_dir}

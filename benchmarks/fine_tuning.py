@@ -16,16 +16,16 @@ measures it: --init_from takes the newest checkpoint, never one picked by test a
 Runs unchanged on a GPU or TPU machine.
 """
 
-import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 
 from absl import app
 from absl import flags
+
+from benchmarks import measure
 
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS folder with cifar10.')
 _WORK_DIR = flags.DEFINE_string('work_dir', None, 'Where the source run, the image folder and '
@@ -44,20 +44,9 @@ _SMOKE = flags.DEFINE_bool('smoke', False, 'A few steps of each, to check the sc
 _FOLDER_CHILD = flags.DEFINE_string('write_folder_child', None, 'Internal: write the image '
                                     'folder here, in this process.')
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def _run(args, module='trainer.main'):
-  command = [sys.executable, '-m', module, *args]
-  result = subprocess.run(command, cwd=_REPO, capture_output=True, text=True,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
-  if result.returncode:
-    sys.exit(f'error: {" ".join(command[2:])} failed:\n{result.stderr[-3000:]}')
-
-
-def _results(model_dir):
-  with open(os.path.join(model_dir, 'results.json')) as f:
-    return json.load(f)
+  measure.run([sys.executable, '-m', module, *args])
 
 
 def _source_run(work_dir):
@@ -71,7 +60,7 @@ def _source_run(work_dir):
     if _SMOKE.value:
       args += ['--train_steps=30', '--train_split=train[:2048]', '--eval_split=test[:512]']
     _run(args)
-  results = _results(model_dir)
+  results = measure.record(model_dir)
   print(f'source run: test accuracy {results["eval_accuracy"]:.4f} at step '
         f'{results["global_step"]}', flush=True)
   return model_dir
@@ -125,7 +114,7 @@ def _folder_runs(work_dir, folder, source):
               f'--seed={seed}', f'--batch_size={_BATCH.value}', '--checkpoint_every_steps=0',
               *(['--train_steps=5'] if _SMOKE.value else [f'--epochs={_EPOCHS.value}']), *extra]
       _run(args)
-      accuracy = _results(model_dir)['eval_accuracy']
+      accuracy = measure.record(model_dir)['eval_accuracy']
       accuracies[name].append(accuracy)
       print(f'seed {seed}  {name:<44} test accuracy {accuracy:.4f}', flush=True)
   return accuracies

@@ -9,14 +9,14 @@ the tutorial's model.fit, as the tutorial does). Runs unchanged on a GPU machine
 """
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 
 from absl import app
 from absl import flags
+
+from benchmarks import measure
 
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS folder with cifar10.')
 _TARGET = flags.DEFINE_float('target', 0.60, 'Test accuracy whose arrival is timed.')
@@ -26,7 +26,6 @@ _TUTORIAL = flags.DEFINE_bool('tutorial_code', True, 'Also time the tutorial\'s 
 _SMOKE = flags.DEFINE_bool('smoke', False, 'A few steps of each, to check the script works.')
 _CHILD = flags.DEFINE_bool('tutorial_child', False, 'Internal: run the tutorial code here.')
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _RESULT = 'RESULT '
 
 
@@ -60,14 +59,6 @@ def _tutorial_child():
                               'total_seconds': time.perf_counter() - start}), flush=True)
 
 
-def _run(command):
-  result = subprocess.run(command, cwd=_REPO, capture_output=True, text=True,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
-  if result.returncode:
-    sys.exit(f'error: {" ".join(command[2:])} failed:\n{result.stderr[-3000:]}')
-  return result
-
-
 def _ours(preset):
   model_dir = tempfile.mkdtemp(prefix=f'tta_{preset}_')
   command = [sys.executable, '-m', 'trainer.main', f'--flagfile=configs/{preset}.cfg',
@@ -77,9 +68,8 @@ def _ours(preset):
   if _SMOKE.value:
     command += ['--train_steps=30', '--train_split=train[:2048]', '--eval_split=test[:512]']
   start = time.perf_counter()
-  _run(command)
-  with open(os.path.join(model_dir, 'results.json')) as f:
-    results = json.load(f)
+  measure.run(command)
+  results = measure.record(model_dir)
   results['total_seconds'] = time.perf_counter() - start
   return results
 
@@ -101,7 +91,7 @@ def main(argv):
     command = [sys.executable, '-m', 'benchmarks.time_to_accuracy', '--tutorial_child']
     command += [f'--data_dir={_DATA_DIR.value}'] if _DATA_DIR.value else []
     command += ['--smoke'] if _SMOKE.value else []
-    output = _run(command).stdout
+    output = measure.run(command).stdout
     result = json.loads(next(l for l in output.splitlines() if l.startswith(_RESULT))[7:])
     history = result['eval_history']
     rows.append(('tutorial code (model.fit)', history[-1]['eval_accuracy'],
