@@ -58,6 +58,12 @@ def test_a_vertex_job_s_model_folder_is_the_savedmodel_alone(vertex_job):
   assert (base / 'model' / 'saved_model.pb').is_file()
   assert {p.name for p in (base / 'model').iterdir()} <= {
       'assets', 'fingerprint.pb', 'saved_model.pb', 'variables'}
+  # The check the Vertex AI SDK makes before it uploads a local folder for a prebuilt
+  # serving image (google-cloud-aiplatform's Model.upload; it names no public constant).
+  # pylint: disable=g-import-not-at-top,protected-access
+  from google.cloud.aiplatform import models as vertex_models
+  assert any((base / 'model' / name).is_file()
+             for name in vertex_models._SUPPORTED_MODEL_FILE_NAMES)
   assert (base / records.CONFIG_FILE).is_file() and (base / records.RESULTS_FILE).is_file()
   assert list((base / 'checkpoints' / 'checkpoints').glob('ckpt-3.index'))
   recorded = json.loads((base / records.CONFIG_FILE).read_text())[locate.RECORD_KEY]
