@@ -96,11 +96,15 @@ def test_init_from_takes_the_base_folder_or_the_model_folder(vertex_job, given, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('given', ['', 'model'])
-def test_evaluate_takes_the_base_folder_or_the_model_folder(vertex_job, given):
-  # As on another machine: none of Vertex AI's variables are set there.
+@pytest.mark.parametrize('given,vertex_variables', [('', False), ('model', True)])
+def test_evaluate_takes_the_base_folder_or_the_model_folder(vertex_job, given,
+                                                            vertex_variables):
+  """On another machine, where none of Vertex AI's variables are set, or with the job's
+  still set: evaluation reads the folders the run recorded, not the environment."""
   base, results = vertex_job
   env = {name: value for name, value in os.environ.items() if name not in VERTEX_FOLDERS}
+  if vertex_variables:
+    env.update({name: f'{base / folder}/' for name, folder in VERTEX_FOLDERS.items()})
   result = _command('trainer.evaluate', f'--model_dir={base / given}', env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   written = json.loads((base / f'eval_test_{results["global_step"]}.json').read_text())
