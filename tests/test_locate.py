@@ -249,3 +249,11 @@ def test_watching_waits_for_the_run_to_record_itself(ten_step_run, tmp_path):
   with pytest.raises(locate.NoRun):
     locate.wait(str(tmp_path), timeout=2, poll_seconds=1, clock=lambda: now[0],
                 sleep=lambda seconds: now.__setitem__(0, now[0] + seconds))
+
+
+def test_a_run_without_its_export_yet_says_so(ten_step_run, tmp_path):
+  shutil.rmtree(tmp_path / 'export')
+  (tmp_path / 'export').mkdir()  # As a run that has not exported yet leaves it.
+  with pytest.raises(UserError, match=re.escape(
+      f'--model={tmp_path}: the run has no export in {tmp_path / "export"} (no saved_model.pb)')):
+    locate.export_folder(str(tmp_path))
