@@ -16,7 +16,7 @@ from tests import tb_events
 from trainer.core.config import Config
 from trainer.jobs import evaluation
 from trainer.jobs import train
-from trainer.run_folder import records
+from trainer.run_folder import locate
 
 # One worker runs them all: they share the module's run.
 pytestmark = pytest.mark.xdist_group('evaluated_run')
@@ -100,7 +100,8 @@ def test_watch_skips_a_checkpoint_deleted_after_listing(finished_run, tmp_path):
   subprocess.run(['cp', '-r', str(model_dir), str(copy)], check=True)
   for path in (copy / 'checkpoints').glob('ckpt-9.*'):
     path.unlink()
-  evaluator = evaluation.Evaluator(records.read_run_config(str(copy)), str(copy), 'test')
+  run = locate.find(str(copy))
+  evaluator = evaluation.Evaluator(run.config, run.dirs, 'test')
   now = [0.0]
   results = evaluation.watch(evaluator, poll_seconds=1, timeout=5, clock=lambda: now[0],
                              sleep=lambda seconds: now.__setitem__(0, now[0] + seconds))

@@ -2,6 +2,7 @@
 trainer/model/freezing.py)."""
 
 import os
+import re
 import shutil
 import sys
 
@@ -168,8 +169,11 @@ def test_another_input_shape_is_a_clear_error(tmp_path, source_run, shape):
 
 def test_a_folder_that_is_neither_run_nor_export_is_a_clear_error(tmp_path, ten_step_run):
   (tmp_path / 'empty').mkdir()
-  with pytest.raises(UserError, match='neither a run folder with checkpoints'):
-    init_from.read(str(tmp_path / 'empty'))
+  empty = tmp_path / 'empty'
+  with pytest.raises(UserError, match=re.escape(
+      f'--init_from={empty} is neither an export (no saved_model.pb in it) nor a run: no '
+      f'config.json in {empty}, {empty / "model"}, {tmp_path} or ')):
+    init_from.read(str(empty))
   with pytest.raises(UserError, match='no such folder'):
     init_from.read(str(tmp_path / 'missing'))
   # A run without averaging gives its raw weights.

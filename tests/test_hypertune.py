@@ -108,8 +108,8 @@ def test_a_trials_folders_are_its_own():
   # Vertex AI's variables already name the trial's own folders (<output>/<trial id>/model).
   env = {'AIP_MODEL_DIR': 'gs://b/out/3/model/', 'AIP_CHECKPOINT_DIR': 'gs://b/out/3/checkpoints/'}
   vertex = run_dirs.resolve(trial='3', env=env)
-  assert (vertex.model_dir, vertex.checkpoint_dir) == (env['AIP_MODEL_DIR'],
-                                                       env['AIP_CHECKPOINT_DIR'])
+  assert (vertex.model_dir, vertex.checkpoint_dir, vertex.export) == (
+      'gs://b/out/3', env['AIP_CHECKPOINT_DIR'], 'gs://b/out/3/model')
   default = run_dirs.resolve(trial='3', env={}, now=0)
   assert default.model_dir.startswith('runs/') and default.model_dir.endswith('/trial-3')
   assert run_dirs.resolve(model_dir='base', env={}) == run_dirs.RunDirs('base', 'base', 'base')

@@ -24,6 +24,7 @@ from trainer.model import cnn
 from trainer.model import muon
 from trainer.model import optimizers
 from trainer.model import steps
+from trainer.run_folder import locate
 from trainer.run_folder import records
 
 RATE = 1e-2
@@ -175,9 +176,9 @@ def test_a_muon_run_recorded_before_muon_conv_evaluates_and_starts_a_fine_tuning
     recorded = json.loads(path.read_text())
     del recorded[key]
     path.write_text(json.dumps(recorded))
-  recorded = records.read_run_config(str(tmp_path / 'old'))
-  assert not recorded.muon_conv
-  evaluator = evaluation.Evaluator(recorded, str(tmp_path / 'old'), 'test', source=source)
+  run = locate.find(str(tmp_path / 'old'))
+  assert not run.config.muon_conv
+  evaluator = evaluation.Evaluator(run.config, run.dirs, 'test', source=source)
   assert evaluator.evaluate(evaluator.resolve('latest')).step == 4
   new = Config(batch_size=32, epochs=0, train_steps=2, steps_per_loop=2,
                init_from=str(tmp_path / 'old'), model_dir=str(tmp_path / 'new'))

@@ -24,16 +24,26 @@ def test_model_dir_flag_holds_logs_and_checkpoints():
 
 
 def test_vertex_variables_are_used_when_no_flag_says_otherwise():
+  # The SavedModel is AIP_MODEL_DIR itself, where Vertex AI's model upload looks for
+  # saved_model.pb; the run's records go in the job's base output folder above it.
   assert run_dirs.resolve(env=VERTEX) == run_dirs.RunDirs(
-      'gs://b/job/model/', 'gs://b/job/logs/', 'gs://b/job/checkpoints/')
+      'gs://b/job', 'gs://b/job/logs/', 'gs://b/job/checkpoints/', 'gs://b/job/model')
+
+
+def test_the_export_defaults_to_the_run_folder_s_export():
+  assert run_dirs.resolve(model_dir='gs://b/r', env={}).export == 'gs://b/r/export'
+  assert run_dirs.resolve(model_dir='/r', export_dir='/e', env={}).export == '/e'
 
 
 def test_flags_beat_vertex_variables():
-  dirs = run_dirs.resolve(model_dir='/m', tensorboard_dir='/t', checkpoint_dir='/c', env=VERTEX)
-  assert dirs == run_dirs.RunDirs('/m', '/t', '/c')
+  dirs = run_dirs.resolve(model_dir='/m', tensorboard_dir='/t', checkpoint_dir='/c',
+                          export_dir='/e', env=VERTEX)
+  assert dirs == run_dirs.RunDirs('/m', '/t', '/c', '/e')
   only_model = run_dirs.resolve(model_dir='/m', env=VERTEX)
-  # Vertex streams TensorBoard from its log folder only, so that variable still counts.
-  assert only_model == run_dirs.RunDirs('/m', 'gs://b/job/logs/', 'gs://b/job/checkpoints/')
+  # Vertex streams TensorBoard from its log folder only, and uploads the model from its
+  # model folder: those variables still count.
+  assert only_model == run_dirs.RunDirs('/m', 'gs://b/job/logs/', 'gs://b/job/checkpoints/',
+                                        'gs://b/job/model')
 
 
 def test_empty_variables_count_as_unset():
@@ -44,7 +54,7 @@ def test_empty_variables_count_as_unset():
 def test_multi_worker_needs_a_shared_folder_from_a_flag_or_vertex():
   with pytest.raises(UserError, match='needs an explicit --model_dir'):
     run_dirs.resolve(multi_worker=True, env={})
-  assert run_dirs.resolve(multi_worker=True, env=VERTEX).model_dir == 'gs://b/job/model/'
+  assert run_dirs.resolve(multi_worker=True, env=VERTEX).model_dir == 'gs://b/job'
 
 
 def test_prepare_creates_every_folder_and_leaves_no_probe_behind(tmp_path):

@@ -158,8 +158,10 @@ def test_vertex_ai_variables_choose_the_folders(tmp_path, monkeypatch):
     monkeypatch.setenv(name, str(tmp_path / folder))
   outcome = train.train_and_evaluate(Config(batch_size=32, epochs=0, train_steps=2), None,
                                      make_source())
-  assert outcome.model_dir == str(tmp_path / 'model')
-  assert (tmp_path / 'model' / records.RESULTS_FILE).exists()
+  # The run folder is the job's base output folder; the model folder holds the SavedModel.
+  assert outcome.model_dir == str(tmp_path)
+  assert (tmp_path / records.RESULTS_FILE).exists()
+  assert (tmp_path / 'model' / 'saved_model.pb').exists()
   assert list((tmp_path / 'logs' / 'eval').glob('events.out.tfevents.*'))
   assert list((tmp_path / 'checkpoints').rglob('*.index'))
   assert not list((tmp_path / 'model').rglob('events.out.tfevents.*'))

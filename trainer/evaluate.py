@@ -1,5 +1,6 @@
 """`python -m trainer.evaluate --model_dir=RUN [--checkpoint=latest|best|PATH] [--split=test]
-[--eval_flip] [--watch]`: evaluate a run's checkpoint(s); see trainer/jobs/evaluation.py."""
+[--eval_flip] [--watch]`: evaluate a run's checkpoint(s); see trainer/jobs/evaluation.py.
+RUN is any folder trainer/run_folder/locate.py finds the run from."""
 
 import os
 import sys
@@ -13,7 +14,9 @@ from trainer.core.errors import EXIT_USER_ERROR, UserError
 from trainer.report import logs
 
 _MODEL_DIR = flags.DEFINE_string('model_dir', None, 'The run folder (what training got as '
-                                 '--model_dir): its config.json says what to rebuild.')
+                                 '--model_dir), a Vertex AI job\'s base output folder, or the '
+                                 'run\'s export or checkpoint folder: its config.json says what '
+                                 'to rebuild and where the checkpoints are.')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'latest', 'latest, best, or a checkpoint '
                                   'path (RUN/checkpoints/ckpt-N) or folder.')
 _SPLIT = flags.DEFINE_string('split', None, 'Split to evaluate on; default: the run\'s '
@@ -42,7 +45,7 @@ def main(argv):
   logs.setup('absl' if flags.FLAGS.verbosity > 0 else 'text', flags.FLAGS.verbosity)
   # pylint: disable=g-import-not-at-top  (these import TensorFlow)
   from trainer.jobs import evaluation
-  from trainer.run_folder import records
+  from trainer.run_folder import locate
   try:
     if not _MODEL_DIR.value:
       raise UserError('--model_dir is required: the folder of the run to evaluate')
@@ -50,17 +53,15 @@ def main(argv):
       raise UserError('--watch runs on one machine; use --strategy=default, one_device or '
                       'mirrored (one-off evaluation takes multi_worker)')
     if _WATCH.value:
-      config = evaluation.wait_for_run(_MODEL_DIR.value, _WATCH_TIMEOUT.value,
-                                       _POLL_SECONDS.value)
+      run = locate.wait(_MODEL_DIR.value, _WATCH_TIMEOUT.value, _POLL_SECONDS.value)
     else:
-      config = records.read_run_config(_MODEL_DIR.value)
+      run = locate.find(_MODEL_DIR.value)
     overrides = dict(dataset=_DATASET.value, data_dir=_DATA_DIR.value,
                      eval_flip=_EVAL_FLIP.value, batch_size=_BATCH_SIZE.value)
-    config = config.replace(
+    config = run.config.replace(
         strategy=_STRATEGY.value, num_cpu_devices=_NUM_CPU_DEVICES.value, tpu=_TPU.value,
         **{name: value for name, value in overrides.items() if value is not None})
-    evaluator = evaluation.Evaluator(config, _MODEL_DIR.value,
-                                     _SPLIT.value or config.eval_split)
+    evaluator = evaluation.Evaluator(config, run.dirs, _SPLIT.value or config.eval_split)
     try:
       if _WATCH.value:
         evaluation.watch(evaluator, _POLL_SECONDS.value, _WATCH_TIMEOUT.value)

@@ -32,7 +32,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   define('string', 'train_split', 'TFDS split to train on.')
   define('string', 'eval_split', 'TFDS split to evaluate on after each epoch.')
   define('string', 'model_dir', 'Run folder: config, results, checkpoints, export, '
-         'summaries; default: $AIP_MODEL_DIR, else runs/<timestamp>.')
+         'summaries; default: the parent of $AIP_MODEL_DIR (a Vertex AI job\'s base output '
+         'folder), else runs/<timestamp>.')
   # Strings, not enums: Config.validate() gives the one-line error for a wrong choice.
   define('string', 'strategy', f'tf.distribute strategy: {", ".join(STRATEGIES)}.')
   define('integer', 'num_cpu_devices', 'With --strategy=mirrored: split the CPU into this '
@@ -106,7 +107,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   define('integer', 'keep_checkpoints', 'Keep the newest N checkpoints.')
   define('bool', 'deterministic', 'TF op determinism: a resumed run ends with exactly the '
          'weights of an uninterrupted one (CPU; see README).')
-  define('string', 'export_dir', 'Where the final SavedModel goes; default <model_dir>/export.')
+  define('string', 'export_dir', 'Where the final SavedModel goes; default $AIP_MODEL_DIR, '
+         'else <model_dir>/export.')
   define('string', 'tensorboard_dir', 'Where TensorBoard summaries go (train/, eval/); '
          'default $AIP_TENSORBOARD_LOG_DIR, else --model_dir.')
   define('string', 'checkpoint_dir', 'Where checkpoints go; default $AIP_CHECKPOINT_DIR, '

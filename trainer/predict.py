@@ -21,6 +21,8 @@ _MODEL = flags.DEFINE_string('model', None, 'SavedModel folder written by traini
 
 def load(model_dir: str):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from trainer.run_folder import locate  # pylint: disable=g-import-not-at-top
+  model_dir = locate.export_folder(model_dir, '--model')  # An export, or a run that has one.
   try:
     loaded = tf.saved_model.load(model_dir)
     serve = loaded.signatures['serving_default']

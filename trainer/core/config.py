@@ -91,7 +91,7 @@ class Config:
   eval_every_steps: int = 0  # Also at every epoch end; 0: epoch ends only.
   keep_checkpoints: int = 3
   deterministic: bool = False
-  export_dir: Optional[str] = None  # Default: <model_dir>/export.
+  export_dir: Optional[str] = None  # Default: $AIP_MODEL_DIR, else <model_dir>/export.
 
   # Default: $AIP_TENSORBOARD_LOG_DIR / $AIP_CHECKPOINT_DIR, else model_dir (trainer/run_folder/run_dirs.py).
   tensorboard_dir: Optional[str] = None

@@ -24,6 +24,7 @@ from trainer.model import metrics
 from trainer.model import steps
 from trainer.report import summaries
 from trainer.run_folder import checkpointing
+from trainer.run_folder import locate
 from trainer.run_folder import records
 from trainer.run_folder import run_dirs
 
@@ -33,17 +34,6 @@ BEST = 'best'
 
 class CheckpointGone(Exception):
   """A listed checkpoint could not be read: the trainer deleted it (keep-N) meanwhile."""
-
-
-def wait_for_run(model_dir: str, timeout: float, poll_seconds: float,
-                 clock=time.monotonic, sleep=time.sleep) -> Config:
-  """read_run_config, once the run's trainer has written config.json (up to `timeout` s)."""
-  deadline = clock() + timeout
-  while not tf.io.gfile.exists(os.path.join(model_dir, records.CONFIG_FILE)):
-    if clock() > deadline:
-      break
-    sleep(poll_seconds)
-  return records.read_run_config(model_dir)
 
 
 def split_file_name(split: str) -> str:
@@ -64,16 +54,15 @@ class Result:
 class Evaluator:
   """A run's model under `strategy`, ready to evaluate any of its checkpoints on one split."""
 
-  def __init__(self, config: Config, model_dir: str, split: str,
+  def __init__(self, config: Config, dirs: run_dirs.RunDirs, split: str,
                strategy: Optional[tf.distribute.Strategy] = None, source=None):
+    """`dirs`: the run's folders, as locate.find() gives them from any folder of the run."""
     config = config.replace(eval_split=split).validate()
     self.config, self.split = config, split
+    self.model_dir = dirs.model_dir
+    self.checkpoint_dir = locate.require(dirs, 'checkpoint_dir')
     self.strategy = strategy or distribute.create_strategy(
         config.strategy, config.num_cpu_devices, config.tpu, config.startup_timeout)
-    dirs = run_dirs.resolve(model_dir=model_dir, tensorboard_dir=config.tensorboard_dir,
-                            checkpoint_dir=config.checkpoint_dir,
-                            multi_worker=config.strategy == 'multi_worker')
-    self.model_dir, self.checkpoint_dir = dirs.model_dir, dirs.checkpoint_dir
     self.source = source or pipeline.source_for(config)
     self.info = self.source.info
     self.plan = plan_lib.make_plan(config, self.info, self.strategy)
@@ -117,7 +106,8 @@ class Evaluator:
     if which == LATEST:
       listed = checkpointing.list_checkpoints(self.checkpoint_dir)
       if not listed:
-        raise UserError(f'no checkpoint in {os.path.join(self.checkpoint_dir, "checkpoints")}')
+        raise UserError(f'no checkpoint in {os.path.join(self.checkpoint_dir, "checkpoints")}, '
+                        f'where the run {self.model_dir} keeps them: it has saved none yet')
       return listed[-1][1]
     if which == BEST:
       path = tf.train.latest_checkpoint(os.path.join(self.checkpoint_dir, checkpointing.BEST_DIR))

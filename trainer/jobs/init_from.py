@@ -1,6 +1,7 @@
 """--init_from: a new run starts from the weights of another run, or of an export.
 
-A run folder gives its newest intact checkpoint (checkpoints/ or preemption/), with the
+A run (found from any folder of it, run_folder/locate.py) gives its newest intact checkpoint
+(checkpoints/ or preemption/, or its export if it has none), with the
 averaged weights where it trained with --ema_decay: those are what its evaluations, best/
 and export used. An export gives the weights it serves (averaged already). The optimizer and
 the step start fresh. A run folder that has checkpoints of its own resumes instead, and the
@@ -21,6 +22,7 @@ from trainer.core.errors import UserError, first_line
 from trainer.model import cnn
 from trainer.model import steps
 from trainer.run_folder import checkpointing
+from trainer.run_folder import locate
 from trainer.run_folder import records
 
 RECORD_KEY = 'initialized_from'  # The entry of config.json that says where the weights came from.
@@ -45,14 +47,20 @@ def _layer_arrays(model) -> List[List[np.ndarray]]:
   return [[np.array(w) for w in layer.get_weights()] for layer in model.layers if layer.weights]
 
 
-def _read_run(folder: str) -> Weights:
-  found = checkpointing.list_checkpoints(folder)
+def _read_run(run: locate.Run, given: str) -> Weights:
+  checkpoint_dir = run.dirs.checkpoint_dir
+  found = checkpointing.list_checkpoints(checkpoint_dir)
   signature = records.read_json(
-      os.path.join(folder, checkpointing.CHECKPOINT_DIR, checkpointing.SIGNATURE_FILE))
+      os.path.join(checkpoint_dir, checkpointing.CHECKPOINT_DIR, checkpointing.SIGNATURE_FILE))
   if not found or signature is None:
-    raise UserError(f'--init_from={folder}: neither a run folder with checkpoints (in '
-                    f'{checkpointing.CHECKPOINT_DIR}/) nor an export (saved_model.pb)')
-  source_config = records.read_run_config(folder)
+    if tf.saved_model.contains_saved_model(run.dirs.export):
+      logging.info('--init_from=%s: the run has no checkpoint in %s; taking its export %s',
+                   given, checkpoint_dir, run.dirs.export)
+      return _read_export(run.dirs.export)
+    raise UserError(f'--init_from={given}: the run {run.folder} has neither a checkpoint (in '
+                    f'{checkpoint_dir}/{checkpointing.CHECKPOINT_DIR}/) nor an export (in '
+                    f'{run.dirs.export}/): it was moved without them, or saved none yet')
+  source_config = run.config
   info = types.SimpleNamespace(image_shape=tuple(signature['image_shape']),
                                num_classes=signature['num_classes'])
   # The source's own model and optimizer, so that its checkpoint restores as a resume would,
@@ -66,7 +74,8 @@ def _read_run(folder: str) -> Weights:
       mismatch='--init_from: checkpoint {path} does not fit the model its run recorded '
       '({reason})')
   if path is None:
-    raise UserError(f'--init_from={folder}: all {len(found)} checkpoints are damaged')
+    raise UserError(f'--init_from={given}: all {len(found)} checkpoints in {checkpoint_dir} '
+                    'are damaged')
   with source.averaged_weights():
     layers = _layer_arrays(source.model)
   return Weights(path, checkpointing.step_of(path), info.image_shape, info.num_classes, layers,
@@ -90,21 +99,28 @@ def _read_export(folder: str) -> Weights:
   except ValueError as e:
     raise UserError(f'--init_from={folder}: its model is not this trainer\'s '
                     f'({first_line(e)})') from None
-  parent_results = records.read_json(os.path.join(os.path.dirname(folder.rstrip('/')),
-                                                  records.RESULTS_FILE))
-  # An export at <run>/export: its run's results.json has the step it was taken at.
-  step = parent_results.get('global_step') if parent_results and \
-      os.path.basename(folder.rstrip('/')) == 'export' else None
-  return Weights(folder, step, image_shape, num_classes, _layer_arrays(model), 'exported')
+  return Weights(folder, _export_step(folder), image_shape, num_classes, _layer_arrays(model),
+                 'exported')
 
 
+def _export_step(folder: str) -> Optional[int]:
+  """The step of the run whose export `folder` is (its results.json), where known."""
+  try:
+    run = locate.find(folder, '--init_from')
+  except UserError:
+    return None  # An export on its own.
+  if not locate.same_folder(run.dirs.export, folder):
+    return None
+  results = records.read_json(os.path.join(run.folder, records.RESULTS_FILE)) or {}
+  return results.get('global_step')
 def read(init_from: str) -> Weights:
-  """The weights --init_from names: a run folder's newest checkpoint, or an export's."""
+  """The weights --init_from names: an export's, or the newest checkpoint of the run it
+  names (run_folder/locate.py: the run folder, a Vertex AI job's base output folder, ...)."""
   if not tf.io.gfile.isdir(init_from):
     raise UserError(f'--init_from={init_from}: no such folder (give a run folder or an export)')
   if tf.saved_model.contains_saved_model(init_from):
     return _read_export(init_from)
-  return _read_run(init_from)
+  return _read_run(locate.find(init_from, '--init_from', or_export=True), init_from)
 
 
 def apply(weights: Weights, model) -> dict:

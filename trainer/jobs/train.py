@@ -32,6 +32,7 @@ from trainer.report import progress
 from trainer.report import summaries
 from trainer.run_folder import checkpointing
 from trainer.run_folder import failed_writes
+from trainer.run_folder import locate
 from trainer.run_folder import preemption
 from trainer.run_folder import records
 from trainer.run_folder import run_dirs
@@ -190,7 +191,8 @@ class _Run:
     config, info, plan = self.config, self.info, self.plan
     if self.chief:
       tf.io.gfile.makedirs(self.model_dir)
-      records.write_config(self.model_dir, config,
+      # Where every part went, so that the run folder alone finds them (run_folder/locate.py).
+      records.write_config(self.model_dir, config, **{locate.RECORD_KEY: locate.record(self.dirs)},
                            **({init_from.RECORD_KEY: weights_from} if weights_from else {}))
       self.trainer.model.summary(print_fn=lambda line, *_: logging.info('%s', line))
       self.summaries.hparams(_hparams(config, self.strategy), trial_id=self.model_dir)
@@ -274,7 +276,7 @@ class _Run:
     self.summaries.final_metrics(trainer.step, eval_loss=results['eval_loss'],
                                  eval_accuracy=results['eval_accuracy'])
     if self.chief:
-      export_dir = self.dirs.export_dir or export.default_export_dir(self.model_dir)
+      export_dir = self.dirs.export
       with self._writing('the export', export_dir), trainer.averaged_weights():
         export.export_saved_model(
             trainer.model, self.info.class_names, export_dir, flip=config.eval_flip,

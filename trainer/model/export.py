@@ -11,7 +11,6 @@ and, with --litert_quantize=int8, model_int8.tflite (model/litert.py).
 """
 
 import logging
-import os
 from typing import Optional
 
 import tensorflow as tf
@@ -22,7 +21,6 @@ from trainer.model import cnn
 from trainer.model import litert
 from trainer.model import steps
 
-EXPORT_DIR = 'export'
 BYTES_SIGNATURE = 'serving_bytes'
 # The *_bytes name is the convention of Google's prediction services for encoded binary
 # inputs; TF Serving decodes {"b64": ...} into any string input, and names its *outputs*
@@ -104,7 +102,3 @@ def export_saved_model(model, class_names, export_dir: str, flip: bool = False,
     tf.io.gfile.rmtree(export_dir)
   tf.io.gfile.rename(tmp, export_dir)
   return export_dir
-
-
-def default_export_dir(model_dir: str) -> str:
-  return os.path.join(model_dir, EXPORT_DIR)

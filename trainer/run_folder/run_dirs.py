@@ -1,7 +1,11 @@
-"""Where a run writes: its folder, its TensorBoard logs and its checkpoints.
+"""Where a run writes: its folder, its TensorBoard logs, its checkpoints and its export.
 
 Each comes from its flag if given, else from the variable Vertex AI sets for it (so a job
-there needs no path flags), else from a default. In a hyperparameter tuning trial a flag's
+there needs no path flags), else from a default. Under Vertex AI the SavedModel itself is
+AIP_MODEL_DIR, where Vertex AI's model upload and its prebuilt TensorFlow serving containers
+look for saved_model.pb, and the run folder (config.json, results.json, the lease) is the
+job's base output folder, AIP_MODEL_DIR's parent: so the base output folder is the run's
+handle, beside model/, checkpoints/ and logs/. In a hyperparameter tuning trial a flag's
 folder, and the default, get a `trial-<id>` subfolder: every trial has the same command line.
 `resolve` touches no file; `prepare` creates the folders and proves they take a write,
 before a run loads data or builds the model, so that a folder it cannot use costs seconds
@@ -24,6 +28,7 @@ from trainer.core.trial import trial_folder, trial_id
 AIP_MODEL_DIR = 'AIP_MODEL_DIR'
 AIP_TENSORBOARD_LOG_DIR = 'AIP_TENSORBOARD_LOG_DIR'
 AIP_CHECKPOINT_DIR = 'AIP_CHECKPOINT_DIR'
+EXPORT_FOLDER = 'export'  # The export's default place in the run folder.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +36,18 @@ class RunDirs:
   model_dir: str        # config.json, results.json, ...
   tensorboard_dir: str  # train/, eval/ and the HParams entry
   checkpoint_dir: str   # the root under which checkpoints are kept
-  export_dir: Optional[str] = None  # --export_dir, if given; else <model_dir>/export
+  # --export_dir or AIP_MODEL_DIR, if given; else <model_dir>/export (see `export`).
+  export_dir: Optional[str] = None
+
+  @property
+  def export(self) -> str:
+    """The folder of the run's SavedModel."""
+    return self.export_dir or os.path.join(self.model_dir, EXPORT_FOLDER)
+
+
+def parent(folder: str) -> str:
+  """The folder above `folder` (a local path or a URI), '.' above a bare name."""
+  return os.path.dirname(folder.rstrip('/')) or '.'
 
 
 def resolve(*, model_dir: Optional[str] = None, tensorboard_dir: Optional[str] = None,
@@ -40,7 +56,9 @@ def resolve(*, model_dir: Optional[str] = None, tensorboard_dir: Optional[str] =
             env: Mapping[str, str] = os.environ, now: Optional[float] = None) -> RunDirs:
   """The run's folders: flags first, then Vertex AI's AIP_* variables, then defaults.
 
-  Defaults: a run folder `runs/<local time>`; logs and checkpoints inside the run folder.
+  AIP_MODEL_DIR names the export; its parent, the job's base output folder, is the run
+  folder. Defaults: a run folder `runs/<local time>`; logs, checkpoints and the export
+  inside the run folder.
   With `trial` (a tuning trial's id) each folder from a flag or the default is the trial's
   own subfolder; Vertex AI's variables already name one per trial.
   """
@@ -50,7 +68,8 @@ def resolve(*, model_dir: Optional[str] = None, tensorboard_dir: Optional[str] =
   def own(folder):
     return trial_folder(folder, trial) if folder else None
 
-  model_dir = own(model_dir) or from_env(AIP_MODEL_DIR)
+  vertex_model = (from_env(AIP_MODEL_DIR) or '').rstrip('/') or None
+  model_dir = own(model_dir) or (parent(vertex_model) if vertex_model else None)
   if not model_dir:
     if multi_worker:
       raise UserError('--strategy=multi_worker needs an explicit --model_dir that all workers '
@@ -60,7 +79,7 @@ def resolve(*, model_dir: Optional[str] = None, tensorboard_dir: Optional[str] =
       model_dir=model_dir,
       tensorboard_dir=own(tensorboard_dir) or from_env(AIP_TENSORBOARD_LOG_DIR) or model_dir,
       checkpoint_dir=own(checkpoint_dir) or from_env(AIP_CHECKPOINT_DIR) or model_dir,
-      export_dir=own(export_dir))
+      export_dir=own(export_dir) or vertex_model)
 
 
 def of_config(config: Config) -> RunDirs:
@@ -116,7 +135,7 @@ def folders(dirs: RunDirs) -> list:
            (dirs.tensorboard_dir, 'TensorBoard folder (--tensorboard_dir)')]
   if export_dir:
     # The export is written beside its final place, then renamed: the parent must take writes.
-    roles.append((os.path.dirname(export_dir.rstrip('/')) or '.', 'parent of --export_dir'))
+    roles.append((parent(export_dir), 'parent of --export_dir'))
   distinct = {}
   for folder, role in roles:
     distinct.setdefault(folder, role)
