@@ -73,26 +73,41 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
   """
   config.validate()
   dirs = run_dirs.of_config(config)
-  run_dirs.prepare(dirs)  # Before data or model: a bad folder fails fast.
-  if strategy is None:
-    accelerators.warn_if_gpu_unseen()
-    strategy = distribute.create_strategy(config.strategy, config.num_cpu_devices, config.tpu,
-                                          config.startup_timeout)
-  logs.set_worker(distribute.task_label(strategy))
-  lock = run_lock.acquire(dirs.model_dir, chief=distribute.is_chief(strategy))
+  created = run_dirs.prepare(dirs)  # Before data or model: a bad folder fails fast.
   try:
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-      tf.config.experimental.enable_op_determinism()
-    if source is None:
-      source = pipeline.source_for(config)
-    run = _Run(config, strategy, source, dirs, lock)
+    if strategy is None:
+      accelerators.warn_if_gpu_unseen()
+      strategy = distribute.create_strategy(config.strategy, config.num_cpu_devices,
+                                            config.tpu, config.startup_timeout)
+    logs.set_worker(distribute.task_label(strategy))
+    lock = run_lock.acquire(dirs.model_dir, chief=distribute.is_chief(strategy))
     try:
-      return run.train()
+      keras.utils.set_random_seed(config.seed)
+      if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+      if source is None:
+        source = pipeline.source_for(config)
+      run = _Run(config, strategy, source, dirs, lock)
+      try:
+        return run.train()
+      finally:
+        run.close()
+    except BaseException:
+      _discard_if_unsaved(config, dirs, created)  # Still holding the lock: no one else writes.
+      raise
     finally:
-      run.close()
-  finally:
-    lock.release()
+      lock.release()
+  except BaseException:
+    _discard_if_unsaved(config, dirs, created)
+    raise
+
+
+def _discard_if_unsaved(config: Config, dirs: run_dirs.RunDirs, created) -> None:
+  """A run that ends before its first checkpoint removes the folders it created; a
+  multi-worker run's folder is shared, and left to the job."""
+  if created and config.strategy != 'multi_worker' and \
+      not checkpointing.list_checkpoints(dirs.checkpoint_dir):
+    run_dirs.discard_created(created)
 
 
 # Where a run reads and writes, and how often it saves: no bearing on what it learns.
@@ -279,7 +294,7 @@ class _Run:
         export.export_saved_model(
             trainer.model, self.info.class_names, export_dir, flip=config.eval_flip,
             litert_quantize=config.litert_quantize if config.export_litert else None,
-            source=self.source)
+            source=self.source, max_pixels=config.export_max_pixels)
       logging.info('exported the model to %s (signatures: serving_default uint8 images, '
                    'serving_bytes encoded image files -> probabilities, class names%s)',
                    export_dir, ', and LiteRT files' if config.export_litert else '')
