@@ -10,10 +10,15 @@ TensorFlow ops, so that a SavedModel's own graph (TF Serving, Vertex AI) applies
         decoder allocates frames of this size)
   BMP   the info header: little-endian 32-bit width and height at bytes 18, 22 (a negative
         height is a top-down bitmap)
+  WebP  the first chunk: VP8 (lossy) 14-bit sizes at bytes 26, 28; VP8L (lossless) 14-bit
+        sizes less one, packed at byte 21; VP8X (extended) 24-bit canvas sizes less one at
+        bytes 24, 27, and its animation flag (animations are refused: TensorFlow 2.21's
+        decoder crashes the process on them)
   JPEG  the frame header (a SOFn marker segment): a scan over the marker segments before it,
         skipping stray bytes as libjpeg does, for at most MAX_JPEG_STEPS steps
 
-The formats are told apart by the magic bytes TensorFlow's decode_image looks at.
+The formats are told apart by the magic bytes TensorFlow's decode_image looks at. JPEG XL,
+which decode_image also reads, declares its size in a bit-packed header, and is refused.
 """
 
 import tensorflow as tf
@@ -21,14 +26,17 @@ import tensorflow as tf
 from trainer.core import config
 
 # read()'s status: what the header says about the file.
-OK, EMPTY, NOT_AN_IMAGE, TRUNCATED, DAMAGED = range(5)
-OVER_LIMIT = 5  # What check() adds: the declared size is over the limit.
+OK, EMPTY, NOT_AN_IMAGE, TRUNCATED, DAMAGED, ANIMATED_WEBP, JPEG_XL = range(7)
+OVER_LIMIT = 7  # What check() adds: the declared size is over the limit.
 REASONS = (
     'fine',
     'an empty file',
-    'not an image file (PNG, JPEG, GIF or BMP)',
+    'not an image file (PNG, JPEG, GIF, BMP or WebP)',
     'a truncated image: the file ends inside its header',
     'a damaged image: its header declares no valid size',
+    # TensorFlow 2.21's decode_image ends the process ("double free or corruption") on one.
+    'an animated WebP, which TensorFlow\'s decoder cannot take',
+    'a JPEG XL file, whose size is not checked before decoding; send PNG, JPEG, GIF, BMP or WebP',
     'over the pixel limit',
 )
 DEFAULT_MAX_PIXELS = config.DEFAULT_MAX_PIXELS  # --export_max_pixels
@@ -94,6 +102,30 @@ def _bmp(head, have):
   return _sized(TRUNCATED, have, 26, height, width)
 
 
+def _webp(head, have):
+  chunk = head[12:16]
+  is_chunk = lambda name: tf.reduce_all(tf.equal(chunk, list(name)))
+  lossy_width = _unsigned(head, 26, 2, False) % 16384
+  lossy_height = _unsigned(head, 28, 2, False) % 16384
+  lossy_ok = tf.reduce_all(tf.equal(head[23:26], [0x9D, 0x01, 0x2A]))
+  bits = _unsigned(head, 21, 4, False)
+  lossless_ok = tf.equal(head[20], 0x2F)
+  animated = tf.not_equal(tf.bitwise.bitwise_and(head[20], 2), 0)
+  return tf.case([
+      (have < 16, lambda: _result(TRUNCATED)),
+      (is_chunk(b'VP8 '), lambda: tf.where(
+          (have >= 30) & ~lossy_ok, _result(DAMAGED),
+          _sized(TRUNCATED, have, 30, lossy_height, lossy_width))),
+      (is_chunk(b'VP8L'), lambda: tf.where(
+          (have >= 21) & ~lossless_ok, _result(DAMAGED),
+          _sized(TRUNCATED, have, 25, bits // 16384 % 16384 + 1, bits % 16384 + 1))),
+      (is_chunk(b'VP8X'), lambda: tf.where(
+          (have >= 21) & animated, _result(ANIMATED_WEBP),
+          _sized(TRUNCATED, have, 30, _unsigned(head, 27, 3, False) + 1,
+                 _unsigned(head, 24, 3, False) + 1))),
+  ], default=lambda: _result(DAMAGED), exclusive=False)
+
+
 def _jpeg(data, length):
   """Walks the marker segments from byte 2 to the first frame header."""
   searching = _i64(-1)
@@ -135,7 +167,7 @@ def read(data):
   """int64 [status, height, width] of one encoded file (a scalar string tensor)."""
   data = tf.convert_to_tensor(data, tf.string)
   length = tf.cast(tf.strings.length(data), tf.int64)
-  head, have = _bytes_at(data, length, _i64(0), 26)
+  head, have = _bytes_at(data, length, _i64(0), 30)
 
   def starts(magic: bytes):
     return (have >= len(magic)) & tf.reduce_all(tf.equal(head[:len(magic)], list(magic)))
@@ -146,6 +178,9 @@ def read(data):
       (starts(b'\xff\xd8\xff'), lambda: _jpeg(data, length)),
       (starts(b'GIF8'), lambda: _gif(head, have)),
       (starts(b'BM'), lambda: _bmp(head, have)),
+      (starts(b'RIFF') & tf.reduce_all(tf.equal(head[8:12], list(b'WEBP'))),
+       lambda: _webp(head, have)),
+      (starts(b'\xff\x0a') | starts(b'\0\0\0\x0cJXL '), lambda: _result(JPEG_XL)),
   ], default=lambda: _result(NOT_AN_IMAGE), exclusive=False)
 
 

@@ -16,6 +16,8 @@ from trainer.core.errors import UserError
 from trainer.data import image_folder
 
 _GLOB_CHARACTERS = '*?['
+# Training's image folder extensions, and WebP, which the export's decoding also takes.
+EXTENSIONS = image_folder.EXTENSIONS + ('.webp',)
 
 
 @dataclasses.dataclass
@@ -27,7 +29,7 @@ class Inputs:
 
 
 def _is_image_name(path: str) -> bool:
-  return path.lower().endswith(image_folder.EXTENSIONS)
+  return path.lower().endswith(EXTENSIONS)
 
 
 def _class_of(folder: str, path: str) -> Optional[str]:
@@ -52,8 +54,8 @@ def expand(arguments: Sequence[str], folder_labels: bool = False) -> Inputs:
         images = [path for path in files if _is_image_name(path)]
         skipped += len(files) - len(images)
         if not images:
-          problems.append((match, 'is a folder holding no image files (.png, .jpg, .jpeg, '
-                                  '.gif, .bmp)'))
+          problems.append((match, 'is a folder holding no image files (' +
+                           ', '.join(EXTENSIONS) + ')'))
         if folder_labels:
           classes = [_class_of(match, path) for path in images]
           loose = [path for path, name in zip(images, classes) if name is None]

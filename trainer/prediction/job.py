@@ -160,8 +160,8 @@ def report(summary: Summary, class_names: Sequence[str]) -> None:
   if summary.failed:
     text += f'; {summary.failed:,} could not be classified (the error lines above)'
   if summary.skipped:
-    text += (f'; {summary.skipped:,} other files in the folders skipped (not .png, .jpg, '
-             '.jpeg, .gif or .bmp)')
+    text += (f'; {summary.skipped:,} other files in the folders skipped (not '
+             f'{", ".join(inputs_lib.EXTENSIONS)})')
   logs.log(logging.INFO, text, {'event': 'predict_summary', 'classified': summary.classified,
                                 'failed': summary.failed, 'skipped': summary.skipped})
   if summary.confusion is None:
