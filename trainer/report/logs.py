@@ -51,8 +51,9 @@ _CUDA_PROBE = 'failed call to cuInit'
 # several (the confusion matrix's range checks), and the warning asks nothing of anyone.
 _XLA_ASSERT = 'Ignoring Assert operator'
 # A function or an input pipeline whose op failed logs this before the error reaches Python,
-# which reports it (or, in trainer.predict, names the file and the reason).
-_RENDEZVOUS = 'Local rendezvous is aborting with status'
+# which reports it (or, in trainer.predict, names the file and the reason); so does
+# TensorFlow's JPEG decoder for a cut file, before its error says the same.
+_FAILED_OP = ('Local rendezvous is aborting with status', 'Premature end of JPEG data')
 # libjpeg prints its decoding errors and warnings as bare lines on stderr (its default
 # output_message); TensorFlow's error for the file says the same, and trainer.predict and
 # image folders name the file with it. The starts of the decoder's messages in jerror.h.
@@ -238,7 +239,7 @@ def _native_record(text: str) -> Optional[logging.LogRecord]:
       if message.startswith(_CUDA_PROBE) and not os.path.exists(NVIDIA_DRIVER):
         level = logging.INFO
         message = f'no NVIDIA driver on this machine: TensorFlow uses the CPU ({message})'
-      elif message.startswith((_XLA_ASSERT, _RENDEZVOUS)):
+      elif message.startswith((_XLA_ASSERT,) + _FAILED_OP):
         level = logging.INFO
       return logging.LogRecord('native', level, path, int(line), message, None, None)
   return None
