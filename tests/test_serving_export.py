@@ -19,13 +19,14 @@ import tensorflow as tf
 from tests.conftest import REPO
 from tests import forked
 from tests import image_folders
-from trainer import predict
 from trainer.core.config import Config
 from trainer.core.errors import UserError
 from trainer.data import image_folder
 from trainer.jobs import train
 from trainer.model import export
 from trainer.model import litert
+from trainer.prediction import exports
+from trainer.prediction import job
 
 pytestmark = pytest.mark.xdist_group('serving_export')
 
@@ -149,23 +150,42 @@ def test_saved_model_cli_and_a_rest_request_serve_the_files(run, tmp_path):
 
 
 def test_predict_reads_an_export_without_the_bytes_signature_alike(run, tmp_path):
-  """Exports written before serving_bytes: trainer.predict decodes the files itself, with
-  the same function."""
+  """Exports written before serving_bytes (and before the pixel limit and class list):
+  trainer.predict decodes the files with the same function, and finds the class names."""
   _, files, outcome = run
   module = export._Serving(outcome.trainer.model, ('cat', 'dog', 'owl'), True)  # pylint: disable=protected-access
+  del module.classes, module.max_pixels
   export.save(module, str(tmp_path / 'old'), {'serving_default': module.serve})
   paths = [path for path, _ in files['test']]
-  old = predict.predict(str(tmp_path / 'old'), paths)
-  new = predict.predict(_export(run), paths)
-  assert [name for _, name, _ in old] == [name for _, name, _ in new]
-  np.testing.assert_allclose([p for _, _, p in old], [p for _, _, p in new], rtol=1e-5)
+  old = tf.saved_model.load(str(tmp_path / 'old'))
+  assert export.BYTES_SIGNATURE not in old.signatures and not hasattr(old, 'max_pixels')
+  outputs = {}
+  for name, folder in (('old', str(tmp_path / 'old')), ('new', _export(run))):
+    out = tmp_path / f'{name}.jsonl'
+    summary = job.run(exports.load(folder), paths, job.Options(output=str(out)))
+    assert (summary.classified, summary.failed) == (len(paths), 0)
+    outputs[name] = [json.loads(line)['prediction'] for line in out.read_text().splitlines()]
+  assert [p['class_name'] for p in outputs['old']] == [p['class_name'] for p in outputs['new']]
+  np.testing.assert_allclose([p['probabilities'] for p in outputs['old']],
+                             [p['probabilities'] for p in outputs['new']], rtol=1e-5)
 
 
-def test_predict_names_a_file_that_is_not_an_image(run, tmp_path):
-  bad = tmp_path / 'notes.png'
-  bad.write_text('not an image')
-  with pytest.raises(UserError, match=f'cannot read image {bad}'):
-    predict.predict(_export(run), [str(bad)])
+@pytest.mark.slow
+def test_predict_on_the_labelled_folder_reports_what_trainer_evaluate_does(run, tmp_path):
+  root, _, outcome = run
+  step = outcome.metrics['global_step']
+  written = root / 'run' / f'eval_test_{step}.json'
+  if not written.exists():  # Written by the evaluate test above, unless it was deselected.
+    result = forked.run([sys.executable, '-m', 'trainer.evaluate',
+                         f'--model_dir={root / "run"}'], cwd=REPO, capture_output=True,
+                        text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+  evaluated = json.loads(written.read_text())
+  summary = job.run(exports.load(_export(run)), [str(root / 'images' / 'test')],
+                    job.Options(folder_labels=True, output=str(tmp_path / 'out.csv')))
+  np.testing.assert_array_equal(summary.confusion, evaluated['confusion_matrix'])
+  assert summary.accuracy == pytest.approx(evaluated['eval_accuracy'], abs=1e-9)
+  assert summary.accuracy > 0.6
 
 
 def _litert_outputs(model_content: bytes, images):
