@@ -2,7 +2,7 @@
 
 Two signatures, one model:
   serving_default  uint8 images [batch, H, W, C] of the training shape (what it always took)
-  serving_bytes    `image_bytes`: a batch of PNG, JPEG, GIF or BMP files of any size, grey or
+  serving_bytes    `image_bytes`: a batch of PNG, JPEG, GIF, BMP or WebP files, grey or
                    colour, decoded, converted and resized by training's own code
                    (data/image_folder.py decode); TF Serving's REST API takes them as
                    {"signature_name": "serving_bytes", "instances": [{"b64": "..."}]}.
