@@ -265,6 +265,7 @@ def test_a_progress_line_with_an_eta_on_a_long_job(export_dir, mixed, caplog):
     (['--top_k=4', 'x.png'], '--top_k must be between 1 and the export\'s 3 classes'),
     (['--batch_size=0', 'x.png'], '--batch_size must be positive'),
     (['--output=out.txt', 'x.png'], 'name a .jsonl (JSON Lines) or .csv file'),
+    (['--output=/no/such/folder/out.csv', 'x.png'], 'cannot write --output=/no/such/folder'),
 ])
 def test_bad_flags_exit_2_with_one_line(export_dir, mixed, args, message):
   root, _, _ = mixed

@@ -12,6 +12,7 @@ console in any case.
 """
 
 import csv
+import io
 import json
 from typing import List, Optional, Sequence
 
@@ -56,17 +57,17 @@ class FileWriter:
     if self.format is None:
       raise UserError(f'--output={path}: name a .jsonl (JSON Lines) or .csv file')
     self._names, self._top_k, self._labelled = class_names, top_k, labelled
-    try:
-      self._file = tf.io.gfile.GFile(path, 'w')
-    except (tf.errors.OpError, OSError) as e:
-      raise UserError(f'cannot write --output={path}: {e}') from None
+    self._path = path
+    self._file = tf.io.gfile.GFile(path, 'w')
+    self._write('')  # Opens the file: a folder that is not there fails now, not after a batch.
+    self._row = io.StringIO()
     if self.format == 'csv':
-      self._csv = csv.writer(self._file, lineterminator='\n')
+      self._csv = csv.writer(self._row, lineterminator='\n')
       header = ['path']
       for rank in range(1, top_k + 1):
         suffix = '' if rank == 1 else f'_{rank}'
         header += [f'class_name{suffix}', f'probability{suffix}']
-      self._csv.writerow(header + (['label'] if labelled else []) + ['error'])
+      self._csv_row(header + (['label'] if labelled else []) + ['error'])
 
   def _instance(self, path, label):
     return {'path': path, **({'label': label} if self._labelled else {})}
@@ -77,7 +78,7 @@ class FileWriter:
       row = [path]
       for i in best:
         row += [self._names[i], f'{probabilities[i]:.6f}']
-      self._csv.writerow(row + ([label] if self._labelled else []) + [''])
+      self._csv_row(row + ([label] if self._labelled else []) + [''])
       return
     prediction = {
         'probabilities': [float(p) for p in probabilities],
@@ -88,17 +89,32 @@ class FileWriter:
 
   def error(self, path: str, label: Optional[str], status: str, message: str) -> None:
     if self.format == 'csv':
-      self._csv.writerow([path] + [''] * (2 * self._top_k) + ([label or ''] if self._labelled
-                                                              else []) + [message])
+      self._csv_row([path] + [''] * (2 * self._top_k) + ([label or ''] if self._labelled
+                                                         else []) + [message])
       return
     self._line({'instance': self._instance(path, label),
                 'error': {'status': status, 'message': message}})
 
   def _line(self, entry: dict) -> None:
-    self._file.write(json.dumps(entry, ensure_ascii=False) + '\n')
+    self._write(json.dumps(entry, ensure_ascii=False) + '\n')
+
+  def _csv_row(self, values) -> None:
+    self._row.seek(0)
+    self._row.truncate()
+    self._csv.writerow(values)
+    self._write(self._row.getvalue())
+
+  def _write(self, text: str) -> None:
+    try:
+      self._file.write(text)
+    except (tf.errors.OpError, OSError) as e:
+      raise UserError(f'cannot write --output={self._path}: {e}') from None
 
   def close(self) -> None:
-    self._file.close()
+    try:
+      self._file.close()  # A gs:// file is uploaded here.
+    except (tf.errors.OpError, OSError) as e:
+      raise UserError(f'cannot write --output={self._path}: {e}') from None
 
 
 class Both:
