@@ -240,9 +240,10 @@ class _Run:
     self.profile.after_loop(step)
     # Checked before any save: a diverged model must never replace a good checkpoint.
     if not math.isfinite(loss) or not trainer.weights_finite():
+      kept = (f'the last good checkpoint is kept in {self.checkpoints.directory}'
+              if self.checkpoints.last_saved_step is not None else 'before its first checkpoint')
       raise UserError(f'training diverged by step {step} (loss {loss}, or non-finite weights); '
-                      f'the last good checkpoint is kept in {self.checkpoints.directory}; '
-                      'lower --learning_rate or check the data')
+                      f'{kept}; lower --learning_rate or check the data')
     self.progress.after_loop(step, size, elapsed, loss, accuracy, *(
         (float(trainer.optimizer.dynamic_scale.numpy()), trainer.skipped_steps)
         if trainer.loss_scaled else ()))
