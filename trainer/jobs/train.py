@@ -113,7 +113,7 @@ def _discard_if_unsaved(config: Config, dirs: run_dirs.RunDirs, created) -> None
 # Where a run reads and writes, and how often it saves: no bearing on what it learns.
 _NOT_HPARAMS = ('data_dir', 'model_dir', 'tensorboard_dir', 'checkpoint_dir', 'export_dir',
                 'tpu', 'startup_timeout', 'profile_steps', 'checkpoint_every_steps',
-                'keep_checkpoints', 'tune_metric', 'tune_report')
+                'keep_checkpoints', 'tune_metric', 'tune_report', 'export_max_pixels')
 
 
 def _hparams(config: Config, strategy) -> dict:
