@@ -94,3 +94,9 @@ def test_the_readme_is_lean_and_leads_with_the_two_commands():
   assert 'make train' in first_block and 'make test' in first_block
   ci = (REPO / '.ci' / 'run').read_text()
   assert 'make test' in ci  # CI runs the README's test command.
+
+
+def test_the_predicting_page_documents_every_flag_of_trainer_predict():
+  defined = set(re.findall(r"DEFINE_\w+\('(\w+)'", (REPO / 'trainer' / 'predict.py').read_text()))
+  documented = _table_flags((REPO / 'docs' / 'predicting.md').read_text())
+  assert documented == defined, (defined ^ documented)

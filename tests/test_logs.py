@@ -208,6 +208,29 @@ def test_tensorflow_cpp_lines_are_recognised():
   assert logs._native_record('Traceback (most recent call last):') is None  # pylint: disable=protected-access
 
 
+def test_a_failed_op_s_forerunners_are_not_warnings():
+  # Each comes before an error that reaches Python, which reports it (trainer.predict names
+  # the file); shown with -v 1.
+  for message in ('Local rendezvous is aborting with status: INVALID_ARGUMENT: assertion '
+                  'failed', 'Premature end of JPEG data. Stopped at line 14/50'):
+    record = logs._native_record(  # pylint: disable=protected-access
+        f'W0000 00:00:1764400000.000000    1234 local_rendezvous.cc:412] {message}')
+    assert record.levelno == logging.INFO and record.getMessage() == message
+
+
+@pytest.mark.parametrize('line,dropped', [
+    ('Improper call to JPEG library in state 201', True),
+    ('Corrupt JPEG data: 3 extraneous bytes before marker 0xd9', True),
+    ('Premature end of JPEG file', True),
+    ('Not a JPEG file: starts with 0x00 0x01', True),
+    ('Invalid JPEG file structure: two SOI markers', True),
+    ('Corrupt data in my own code', False),
+    ('Traceback (most recent call last):', False),
+])
+def test_libjpeg_s_bare_lines_are_dropped_unless_verbose(line, dropped):
+  assert bool(logs._LIBJPEG.match(line)) == dropped  # pylint: disable=protected-access
+
+
 @pytest.mark.parametrize('driver', [False, True])
 def test_the_cuda_probe_is_an_error_only_where_there_is_an_nvidia_driver(
     tmp_path, monkeypatch, driver):

@@ -49,6 +49,8 @@ def test_bad_input_exits_2_with_one_clear_line(tmp_path, args, env, message):
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith('error: ') and message in last
   assert 'Traceback' not in result.stderr
+  # A run that stops before its first checkpoint takes the run folder it made with it.
+  assert not (tmp_path / 'runs').exists()
 
 
 def test_a_leftover_empty_tf_config_does_not_stop_a_single_host_run(tmp_path):

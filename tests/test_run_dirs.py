@@ -113,3 +113,46 @@ def test_a_bad_folder_stops_the_run_before_data_or_model(tmp_path):
   config = Config(model_dir=str(tmp_path / 'file' / 'run'), train_steps=1)
   with pytest.raises(UserError, match='cannot write to the run folder'):
     train.train_and_evaluate(config, None, _UntouchableSource())
+
+
+def test_prepare_says_which_folders_it_created_and_discard_removes_only_those(tmp_path):
+  (tmp_path / 'runs' / 'older').mkdir(parents=True)
+  (tmp_path / 'logs').mkdir()
+  (tmp_path / 'logs' / 'keep.txt').write_text('someone else\'s')
+  dirs = run_dirs.RunDirs(str(tmp_path / 'runs' / 'new'), str(tmp_path / 'logs' / 'new'),
+                          str(tmp_path / 'ckpt' / 'new'),
+                          export_dir=str(tmp_path / 'out' / 'export'))
+  created = run_dirs.prepare(dirs)
+  assert sorted(created) == sorted(str(tmp_path / p) for p in (
+      'runs/new', 'logs/new', 'ckpt/new', 'ckpt', 'out'))
+  (tmp_path / 'runs' / 'new' / 'config.json').write_text('{}')
+  run_dirs.discard_created(created)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['logs', 'runs']
+  assert [p.name for p in (tmp_path / 'runs').iterdir()] == ['older']
+  assert [p.name for p in (tmp_path / 'logs').iterdir()] == ['keep.txt']
+
+
+def test_a_folder_that_existed_is_never_created_nor_discarded(tmp_path):
+  (tmp_path / 'run').mkdir()
+  assert run_dirs.prepare(run_dirs.resolve(model_dir=str(tmp_path / 'run'))) == []
+
+
+def test_a_run_that_fails_before_training_leaves_no_run_folder(tmp_path, monkeypatch):
+  from trainer.jobs import train  # pylint: disable=g-import-not-at-top
+  from trainer.core.config import Config  # pylint: disable=g-import-not-at-top
+
+  class _MissingSource:
+    @property
+    def info(self):
+      raise UserError('no such data')
+
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(UserError, match='no such data'):
+    train.train_and_evaluate(Config(train_steps=1), None, _MissingSource())
+  assert not (tmp_path / 'runs').exists()
+  (tmp_path / 'kept').mkdir()
+  (tmp_path / 'kept' / 'notes.txt').write_text('mine')
+  with pytest.raises(UserError, match='no such data'):
+    train.train_and_evaluate(Config(train_steps=1, model_dir=str(tmp_path / 'kept')), None,
+                             _MissingSource())
+  assert (tmp_path / 'kept' / 'notes.txt').read_text() == 'mine'

@@ -125,6 +125,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   define('string', 'litert_quantize', f'With --export_litert: {", ".join(LITERT_QUANTIZATIONS)}'
          '. int8: also model_int8.tflite, full-integer quantized (int8 weights and '
          'activations, uint8 input), calibrated on a few hundred training images.')
+  define('integer', 'export_max_pixels', 'The export\'s serving_bytes signature (and '
+         'trainer.predict) refuses image files whose header declares more pixels (width x '
+         'height), before decoding them.')
 
   # Hyperparameter tuning on Vertex AI (trainer/report/hypertune.py).
   define('string', 'tune_metric', f'What a tuning trial reports after each evaluation: '

@@ -20,6 +20,10 @@ MOMENTUM_SCALINGS = ('none', 'linear')
 # The optimizers that take --momentum, with their default (sgd: ours; muon: Keras').
 MOMENTUM_DEFAULTS = {'sgd': 0.9, 'muon': 0.95}
 LITERT_QUANTIZATIONS = ('none', 'int8')  # Serving exports: --litert_quantize.
+# --export_max_pixels: Pillow's MAX_IMAGE_PIXELS is 89,478,485 (a warning; twice that an
+# error). 50 megapixels takes the photos of all but the largest camera sensors; decoding and
+# resizing one costs the serving_bytes signature about a gigabyte (docs/serving.md).
+DEFAULT_MAX_PIXELS = 50_000_000
 # Fine-tuning (trainer/jobs/init_from.py, trainer/model/freezing.py): the layers --freeze holds.
 FREEZES = ('none', 'conv', 'all_but_head')
 # --startup_timeout: cloud workers can start many minutes apart (a cluster autoscaler adding
@@ -109,6 +113,8 @@ class Config:
   # Serving exports (trainer/model/export.py, trainer/model/litert.py).
   export_litert: bool = False  # Also write <export>/model.tflite.
   litert_quantize: str = 'none'  # 'int8': model_int8.tflite too, calibrated on training images.
+  # Files declaring more pixels are refused by serving_bytes and trainer.predict, undecoded.
+  export_max_pixels: int = DEFAULT_MAX_PIXELS
   # Fine-tuning (trainer/jobs/init_from.py, trainer/model/freezing.py).
   init_from: str = ''  # A run folder or an export whose weights a new run starts from.
   freeze: str = 'none'  # Layers kept at their starting weights: none, conv, all_but_head.
@@ -129,7 +135,7 @@ class Config:
       raise UserError('give --warmup_steps or --warmup_epochs, not both')
     self._validate_optimizer()
     for name in ('batch_size', 'base_batch_size', 'steps_per_loop', 'shuffle_buffer',
-                 'keep_checkpoints', 'device_data_max_mb'):
+                 'keep_checkpoints', 'device_data_max_mb', 'export_max_pixels'):
       if getattr(self, name) <= 0:
         raise UserError(f'--{name} must be positive, got {getattr(self, name)}')
     if self.learning_rate <= 0:

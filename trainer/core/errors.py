@@ -8,6 +8,9 @@ import re
 
 # Exit codes a scheduler or a wrapper script can rely on.
 EXIT_USER_ERROR = 2
+# trainer.predict: some inputs could not be classified (each has its error line); the others
+# were. Not 1, which a Python crash exits with.
+EXIT_SOME_FAILED = 3
 # sysexits.h EX_TEMPFAIL, "temporary failure, retry later": what a scheduler should do after
 # a preemption, since the rerun continues from the checkpoint saved on the way out.
 EXIT_PREEMPTED = 75

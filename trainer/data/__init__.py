@@ -4,6 +4,7 @@ Modules:
   sources.py       what a source is; in-memory and synthetic sources
   tfds_source.py   a TensorFlow Datasets data set (--dataset=NAME)
   image_folder.py  a folder of image files, a subfolder per class (--dataset=image_folder)
+  image_header.py  the size an image file declares, read before decoding: the pixel limit
   shards.py        each worker's shard of the training split, held in memory
   order.py         which examples each step sees, and their augmentation and scaling
   host_input.py    --input=host: tf.data batches from the shard

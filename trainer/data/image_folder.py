@@ -60,7 +60,7 @@ def _class_folders(split_dir: str, flag: str) -> List[str]:
   return names
 
 
-def _image_files(folder: str) -> List[str]:
+def list_files(folder: str) -> List[str]:
   """Every file under `folder`, sorted; hidden files (.DS_Store, ._*) left out."""
   files = []
   for directory, subdirs, names in tf.io.gfile.walk(folder):
@@ -140,7 +140,7 @@ class ImageFolderSource:
   def _scan(self, split_dir: str, class_names: Sequence[str]) -> _Split:
     paths, labels = [], []
     for label, name in enumerate(class_names):
-      files = _image_files(os.path.join(split_dir, name))
+      files = list_files(os.path.join(split_dir, name))
       if not files:
         raise UserError(f'class folder {os.path.join(split_dir, name)} holds no images')
       paths += files

@@ -74,32 +74,47 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
   """
   config.validate()
   dirs = run_dirs.of_config(config)
-  run_dirs.prepare(dirs)  # Before data or model: a bad folder fails fast.
-  if strategy is None:
-    accelerators.warn_if_gpu_unseen()
-    strategy = distribute.create_strategy(config.strategy, config.num_cpu_devices, config.tpu,
-                                          config.startup_timeout)
-  logs.set_worker(distribute.task_label(strategy))
-  lock = run_lock.acquire(dirs.model_dir, chief=distribute.is_chief(strategy))
+  created = run_dirs.prepare(dirs)  # Before data or model: a bad folder fails fast.
   try:
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-      tf.config.experimental.enable_op_determinism()
-    if source is None:
-      source = pipeline.source_for(config)
-    run = _Run(config, strategy, source, dirs, lock)
+    if strategy is None:
+      accelerators.warn_if_gpu_unseen()
+      strategy = distribute.create_strategy(config.strategy, config.num_cpu_devices,
+                                            config.tpu, config.startup_timeout)
+    logs.set_worker(distribute.task_label(strategy))
+    lock = run_lock.acquire(dirs.model_dir, chief=distribute.is_chief(strategy))
     try:
-      return run.train()
+      keras.utils.set_random_seed(config.seed)
+      if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+      if source is None:
+        source = pipeline.source_for(config)
+      run = _Run(config, strategy, source, dirs, lock)
+      try:
+        return run.train()
+      finally:
+        run.close()
+    except BaseException:
+      _discard_if_unsaved(config, dirs, created)  # Still holding the lock: no one else writes.
+      raise
     finally:
-      run.close()
-  finally:
-    lock.release()
+      lock.release()
+  except BaseException:
+    _discard_if_unsaved(config, dirs, created)
+    raise
+
+
+def _discard_if_unsaved(config: Config, dirs: run_dirs.RunDirs, created) -> None:
+  """A run that ends before its first checkpoint removes the folders it created; a
+  multi-worker run's folder is shared, and left to the job."""
+  if created and config.strategy != 'multi_worker' and \
+      not checkpointing.list_checkpoints(dirs.checkpoint_dir):
+    run_dirs.discard_created(created)
 
 
 # Where a run reads and writes, and how often it saves: no bearing on what it learns.
 _NOT_HPARAMS = ('data_dir', 'model_dir', 'tensorboard_dir', 'checkpoint_dir', 'export_dir',
                 'tpu', 'startup_timeout', 'profile_steps', 'checkpoint_every_steps',
-                'keep_checkpoints', 'tune_metric', 'tune_report')
+                'keep_checkpoints', 'tune_metric', 'tune_report', 'export_max_pixels')
 
 
 def _hparams(config: Config, strategy) -> dict:
@@ -227,9 +242,10 @@ class _Run:
     self.profile.after_loop(step)
     # Checked before any save: a diverged model must never replace a good checkpoint.
     if not math.isfinite(loss) or not trainer.weights_finite():
+      kept = (f'the last good checkpoint is kept in {self.checkpoints.directory}'
+              if self.checkpoints.last_saved_step is not None else 'before its first checkpoint')
       raise UserError(f'training diverged by step {step} (loss {loss}, or non-finite weights); '
-                      f'the last good checkpoint is kept in {self.checkpoints.directory}; '
-                      'lower --learning_rate or check the data')
+                      f'{kept}; lower --learning_rate or check the data')
     self.progress.after_loop(step, size, elapsed, loss, accuracy, *(
         (float(trainer.optimizer.dynamic_scale.numpy()), trainer.skipped_steps)
         if trainer.loss_scaled else ()))
@@ -281,7 +297,7 @@ class _Run:
         export.export_saved_model(
             trainer.model, self.info.class_names, export_dir, flip=config.eval_flip,
             litert_quantize=config.litert_quantize if config.export_litert else None,
-            source=self.source)
+            source=self.source, max_pixels=config.export_max_pixels)
       logging.info('exported the model to %s (signatures: serving_default uint8 images, '
                    'serving_bytes encoded image files -> probabilities, class names%s)',
                    export_dir, ', and LiteRT files' if config.export_litert else '')

@@ -2,10 +2,14 @@
 
 Two signatures, one model:
   serving_default  uint8 images [batch, H, W, C] of the training shape (what it always took)
-  serving_bytes    `image_bytes`: a batch of PNG, JPEG, GIF or BMP files of any size, grey or
+  serving_bytes    `image_bytes`: a batch of PNG, JPEG, GIF, BMP or WebP files, grey or
                    colour, decoded, converted and resized by training's own code
                    (data/image_folder.py decode); TF Serving's REST API takes them as
-                   {"signature_name": "serving_bytes", "instances": [{"b64": "..."}]}
+                   {"signature_name": "serving_bytes", "instances": [{"b64": "..."}]}.
+                   Each file's header is read first (data/image_header.py): a request
+                   holding a file over the export's pixel limit, truncated or not an image
+                   fails as a whole with InvalidArgument naming the file's index and why,
+                   before anything is decoded.
 Both return `probabilities`, `class_id` and `class_name`. --export_litert adds model.tflite
 and, with --litert_quantize=int8, model_int8.tflite (model/litert.py).
 """
@@ -16,6 +20,7 @@ from typing import Optional
 import tensorflow as tf
 
 from trainer.data import image_folder
+from trainer.data import image_header
 from trainer.data import order
 from trainer.model import cnn
 from trainer.model import litert
@@ -31,7 +36,8 @@ BYTES_INPUT = 'image_bytes'
 class _Serving(tf.Module):
   """uint8 images [batch, H, W, C], or encoded files -> class probabilities and names."""
 
-  def __init__(self, model, class_names, flip: bool):
+  def __init__(self, model, class_names, flip: bool,
+               max_pixels: int = image_header.DEFAULT_MAX_PIXELS):
     super().__init__()
     # The tf.Variables under the Keras ones are what the functions capture, and tracked here
     # rather than through the Keras model: TensorFlow's session-based loaders (TF Serving,
@@ -40,6 +46,10 @@ class _Serving(tf.Module):
     # the model as well would store every weight twice (keras-team/keras#23553).
     self.model_variables = [weight.value for weight in model.weights]
     self.class_names = tf.constant(list(class_names))
+    # What trainer.predict reads of the export (loaded.classes, loaded.max_pixels); the
+    # signatures use constants, as before.
+    self.classes = tf.Variable(list(class_names), trainable=False, name='classes')
+    self.max_pixels = tf.Variable(max_pixels, trainable=False, dtype=tf.int64, name='max_pixels')
     shape = tuple(model.input_shape[1:])
 
     def outputs(images):
@@ -60,6 +70,18 @@ class _Serving(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec((None,), tf.string, name=BYTES_INPUT)])
     def serve_bytes(image_bytes):
+      # Every header before any decoding: a refused file costs nothing, wherever it is.
+      verdicts = image_header.check(tf.map_fn(
+          image_header.read, image_bytes, fn_output_signature=tf.TensorSpec((3,), tf.int64)),
+                                    max_pixels)
+      bad = tf.not_equal(verdicts[:, 0], image_header.OK)
+      # The first bad file, or a row past the end when there is none (or no file at all).
+      first = tf.argmax(tf.cast(tf.concat([bad, [True]], 0), tf.int32), output_type=tf.int64)
+      padded = tf.concat([verdicts, [[image_header.OK, 0, 0]]], 0)
+      refuse = tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [
+          image_header.message_op(first, padded[first], max_pixels)])
+      with tf.control_dependencies([refuse]):
+        image_bytes = tf.identity(image_bytes)
       # One image at a time: each file has its own size until it is resized.
       images = tf.map_fn(lambda data: image_folder.decode(data, shape[:2], shape[2]),
                          image_bytes, fn_output_signature=tf.TensorSpec(shape, tf.uint8))
@@ -82,15 +104,17 @@ def save(module, path: str, signatures: dict) -> None:
 
 
 def export_saved_model(model, class_names, export_dir: str, flip: bool = False,
-                       litert_quantize: Optional[str] = None, source=None) -> str:
+                       litert_quantize: Optional[str] = None, source=None,
+                       max_pixels: int = image_header.DEFAULT_MAX_PIXELS) -> str:
   """Writes the SavedModel; the weights are copied into a model outside any strategy, so
   exporting needs no collective and works the same after any strategy's training.
 
   litert_quantize 'none' also writes model.tflite into it, 'int8' model_int8.tflite as
-  well, calibrated on images of `source`'s training split."""
+  well, calibrated on images of `source`'s training split. serving_bytes refuses files
+  declaring more than `max_pixels` pixels."""
   plain = cnn.create_model(model.input_shape[1:], model.output_shape[-1])
   plain.set_weights(model.get_weights())
-  module = _Serving(plain, class_names, flip)
+  module = _Serving(plain, class_names, flip, max_pixels)
   tmp = export_dir.rstrip('/') + '.tmp'
   if tf.io.gfile.exists(tmp):
     tf.io.gfile.rmtree(tmp)

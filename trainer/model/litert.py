@@ -9,6 +9,9 @@ import contextlib
 import io
 import logging
 import os
+import re
+import sys
+import tempfile
 import warnings
 
 import keras
@@ -22,6 +25,33 @@ INT8_FILE = 'model_int8.tflite'
 # tf.lite.RepresentativeDataset's doc: "a small subset of a few hundred samples" of the
 # training data calibrates the ranges; more only costs conversion time.
 REPRESENTATIVE_EXAMPLES = 300
+# What TensorFlow's converter writes to stderr on every conversion, from C++, asking nothing
+# of anyone: options it ignores, the quantizer's settings, metadata it leaves to others.
+_CONVERTER_NOISE = re.compile(r'Ignored (output_format|drop_control_dependency)\.$|'
+                              r'^fully_quantize: \d|Skipping runtime version metadata')
+
+
+@contextlib.contextmanager
+def _converter_noise_dropped():
+  """Holds back what is written to file descriptor 2 meanwhile (where C++ code logs), then
+  passes it on without the converter's noise; all of it if the conversion failed."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as held:
+    os.dup2(held.fileno(), 2)
+    failed = True
+    try:
+      yield
+      failed = False
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      held.seek(0)
+      lines = held.read().decode('utf-8', errors='replace').splitlines(keepends=True)
+      kept = ''.join(line for line in lines if failed or not _CONVERTER_NOISE.search(line))
+      if kept:
+        os.write(2, kept.encode())
 
 
 def serving_model(model: keras.Model, flip: bool) -> keras.Model:
@@ -65,7 +95,8 @@ def convert(model: keras.Model, flip: bool, quantize: str = 'none',
   level = absl_logger.level
   try:
     # Keras prints the traced endpoint to stdout, which is the run's, not the converter's.
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), \
+        _converter_noise_dropped():
       # "Statistics for quantized inputs were expected": the uint8 input is not quantized
       # but cast (pixels, not a scaled tensor), so it has no statistics to give.
       warnings.filterwarnings('ignore', 'Statistics for quantized inputs')

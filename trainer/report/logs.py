@@ -50,6 +50,25 @@ _CUDA_PROBE = 'failed call to cuInit'
 # XLA compiles a function's Asserts away and warns once per Assert: a compiled eval step has
 # several (the confusion matrix's range checks), and the warning asks nothing of anyone.
 _XLA_ASSERT = 'Ignoring Assert operator'
+# A function or an input pipeline whose op failed logs this before the error reaches Python,
+# which reports it (or, in trainer.predict, names the file and the reason); so does
+# TensorFlow's JPEG decoder for a cut file, before its error says the same.
+_FAILED_OP = ('Local rendezvous is aborting with status', 'Premature end of JPEG data')
+# libjpeg prints its decoding errors and warnings as bare lines on stderr (its default
+# output_message); TensorFlow's error for the file says the same, and trainer.predict and
+# image folders name the file with it. The starts of the decoder's messages in jerror.h.
+_LIBJPEG = re.compile(
+    r'^(Corrupt JPEG data|Premature end of (JPEG|input) file|Improper call to JPEG library|'
+    r'Invalid JPEG file structure|Not a JPEG file|Unsupported (JPEG process|marker|color '
+    r'conversion)|Bogus (Huffman|DAC|marker|input colorspace|virtual array|message code|'
+    r'sampling factors|buffer control mode|DQT index|DHT index|progression parameters|'
+    r'JPEG colorspace)|Input file read error|Huffman table 0x|Quantization table 0x|'
+    r'Invalid component ID|Invalid SOS parameters|Invalid crop request|Empty JPEG image|'
+    r'Unexpected marker|Warning: unknown JFIF|Scan script does not|Inconsistent progression|'
+    r'Arithmetic table 0x|Sampling factors too large|Maximum supported image dimension|'
+    r'Component index \d+: mismatching sampling|Didn\'t expect more than one scan|'
+    r'Invalid memory pool code|Image too wide|Unsupported JPEG data precision|'
+    r'JPEG datastream contains no image|Wrong JPEG library version)')
 
 
 class _State:
@@ -186,7 +205,7 @@ class _Relay:
       self._write(line)  # A progress bar redrawing itself: pass it on as it is.
       return
     text = text.rsplit('\r', 1)[-1]
-    if not self._verbose and text.startswith(_NATIVE_NOISE):
+    if not self._verbose and (text.startswith(_NATIVE_NOISE) or _LIBJPEG.match(text)):
       return
     record = _native_record(text)
     if record is not None:
@@ -220,7 +239,7 @@ def _native_record(text: str) -> Optional[logging.LogRecord]:
       if message.startswith(_CUDA_PROBE) and not os.path.exists(NVIDIA_DRIVER):
         level = logging.INFO
         message = f'no NVIDIA driver on this machine: TensorFlow uses the CPU ({message})'
-      elif message.startswith(_XLA_ASSERT):
+      elif message.startswith((_XLA_ASSERT,) + _FAILED_OP):
         level = logging.INFO
       return logging.LogRecord('native', level, path, int(line), message, None, None)
   return None

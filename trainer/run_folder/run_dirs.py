@@ -16,7 +16,7 @@ import dataclasses
 import os
 import socket
 import time
-from typing import Mapping, Optional
+from typing import List, Mapping, Optional
 
 import tensorflow as tf
 
@@ -153,10 +153,31 @@ def unwritable(folder: str, role: str, keep_folders: bool = True) -> Optional[st
   return None
 
 
-def prepare(dirs: RunDirs) -> None:
+def prepare(dirs: RunDirs) -> List[str]:
   """Creates the run's folders and checks each takes a write; raises UserError naming the
-  folder and the reason otherwise."""
+  folder and the reason otherwise. Returns the folders it created, which did not exist
+  before (discard_created removes them if the run ends before it saved anything)."""
+  created = []
   for folder, role in folders(dirs):
+    missing = _missing_folders(folder)
     problem = unwritable(folder, role)
     if problem:
       raise UserError(problem)
+    created += [made for made in missing if made not in created]
+  return created
+
+
+def discard_created(created: List[str]) -> None:
+  """Removes the folders `created` (prepare's list) with what the run wrote in them: a run
+  that stops before its first checkpoint leaves no empty run folder in `runs/` for
+  TensorBoard to list. The parents it created go only if nothing else is in them."""
+  for folder in created:  # Deepest first, as _missing_folders lists them.
+    try:
+      if not tf.io.gfile.isdir(folder):
+        continue
+      if not any(other.startswith(folder.rstrip('/') + '/') for other in created):
+        tf.io.gfile.rmtree(folder)  # A folder of the run's own.
+      elif not tf.io.gfile.listdir(folder):
+        tf.io.gfile.rmtree(folder)  # A parent made on the way: only if left empty.
+    except (tf.errors.OpError, OSError):
+      pass  # Best effort: the run's own error is what the user must see.
