@@ -279,7 +279,7 @@ def test_a_folder_without_an_export_is_one_line(tmp_path):
   result = _predict(f'--model={tmp_path}', str(tmp_path))
   assert result.returncode == EXIT_USER_ERROR
   assert result.stderr.strip().splitlines()[-1].startswith(
-      f'error: cannot load a trainer export from --model={tmp_path}')
+      f'error: --model={tmp_path} is neither an export (no saved_model.pb in it) nor a run')
 
 
 def test_the_top_k_are_the_highest_first():
