@@ -263,8 +263,13 @@ def test_vertex_tuning_defaults_and_choices(capsys):
                                '--name=lr-search')
   assert job['studySpec']['metrics'] == [{'metricId': 'eval_loss', 'goal': 'MINIMIZE'}]
   assert job['studySpec']['algorithm'] == 'RANDOM_SEARCH'
-  for pool in job['trialJobSpec']['workerPoolSpecs']:
+  pools = job['trialJobSpec']['workerPoolSpecs']
+  assert len(pools) == 2  # The chief's pool and the other workers' (--workers=2).
+  for pool in pools:
     assert pool['containerSpec']['args'][-2:] == ['--tune_metric=eval_loss', '--tune_report']
+    # Once per pool: the two pools' container specs are not one shared dict.
+    assert pool['containerSpec']['args'].count('--tune_report') == 1
+    assert sum(a.startswith('--tune_metric') for a in pool['containerSpec']['args']) == 1
   assert '--algorithm=random-search' in command and '--display-name=lr-search' in command
   job, _ = _dry_run_spec(capsys, '--tune', '--algorithm=grid', '--param=seed=integer:1:3')
   assert job['studySpec']['algorithm'] == 'GRID_SEARCH'
