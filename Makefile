@@ -23,7 +23,7 @@ endif
 STAMP := $(VENV)/.installed-$(FLAVOUR)
 OTHER_STAMP := $(VENV)/.installed-$(if $(filter gpu,$(FLAVOUR)),cpu,gpu)
 
-.PHONY: train test install clean
+.PHONY: train test install clean test-tpu-versions
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-gpu.txt
 	if [ -e $(OTHER_STAMP) ]; then rm -rf $(VENV); fi
@@ -40,5 +40,33 @@ train: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The TPU routes run other TensorFlow versions than requirements.txt's (launch/README.md,
+# "Which TensorFlow runs where"): each gets a venv from its own requirement file, and the
+# tests marked tpu_path run there. The pod route's TensorFlow comes with Google's image;
+# here its CPU wheel of the same version stands in (tests/test_tpu_routes.py).
+POD_TENSORFLOW := 2.18.0
+TPU_VM_VENV := .venv-tpu-vm
+TPU_POD_VENV := .venv-tpu-pod
+
+$(TPU_VM_VENV)/.installed: launch/tpu/requirements-vm.txt requirements-test.txt
+	rm -rf $(TPU_VM_VENV)
+	$(PYTHON) -m venv $(TPU_VM_VENV)
+	$(TPU_VM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TPU_VM_VENV)/bin/python -m pip install --quiet -r launch/tpu/requirements-vm.txt \
+	    -r requirements-test.txt
+	touch $@
+
+$(TPU_POD_VENV)/.installed: launch/tpu/requirements-pod.txt requirements-test.txt
+	rm -rf $(TPU_POD_VENV)
+	$(PYTHON) -m venv $(TPU_POD_VENV)
+	$(TPU_POD_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TPU_POD_VENV)/bin/python -m pip install --quiet tensorflow-cpu==$(POD_TENSORFLOW) \
+	    -r launch/tpu/requirements-pod.txt -r requirements-test.txt
+	touch $@
+
+test-tpu-versions: $(TPU_VM_VENV)/.installed $(TPU_POD_VENV)/.installed
+	$(TPU_VM_VENV)/bin/python -m pytest -m tpu_path $(PYTEST_ARGS)
+	$(TPU_POD_VENV)/bin/python -m pytest -m tpu_path $(PYTEST_ARGS)
+
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(TPU_VM_VENV) $(TPU_POD_VENV)
