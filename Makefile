@@ -25,7 +25,7 @@ OTHER_STAMP := $(VENV)/.installed-$(if $(filter gpu,$(FLAVOUR)),cpu,gpu)
 
 .PHONY: train test install clean test-tpu-versions
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-gpu.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-test.txt requirements-gpu.txt
 	if [ -e $(OTHER_STAMP) ]; then rm -rf $(VENV); fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -56,6 +56,21 @@ $(TPU_VM_VENV)/.installed: launch/tpu/requirements-vm.txt requirements-test.txt
 	    -r requirements-test.txt
 	touch $@
 
+# TensorFlow's TPU build has no XLA for the CPU: the XLA lowering of the steps runs under
+# the CPU build of the same version, with the single-host route's other pins.
+TPU_XLA_VENV := .venv-tpu-xla
+VM_TENSORFLOW = $(shell sed -n 's/^tensorflow-tpu==//p' launch/tpu/requirements-vm.txt)
+
+$(TPU_XLA_VENV)/.installed: launch/tpu/requirements-vm.txt requirements-test.txt
+	rm -rf $(TPU_XLA_VENV)
+	$(PYTHON) -m venv $(TPU_XLA_VENV)
+	$(TPU_XLA_VENV)/bin/python -m pip install --quiet --upgrade pip
+	grep -v -e '^tensorflow-tpu==' -e '^libtpu==' launch/tpu/requirements-vm.txt \
+	    > $(TPU_XLA_VENV)/requirements.txt
+	$(TPU_XLA_VENV)/bin/python -m pip install --quiet tensorflow-cpu==$(VM_TENSORFLOW) \
+	    -r $(TPU_XLA_VENV)/requirements.txt -r requirements-test.txt
+	touch $@
+
 $(TPU_POD_VENV)/.installed: launch/tpu/requirements-pod.txt requirements-test.txt
 	rm -rf $(TPU_POD_VENV)
 	$(PYTHON) -m venv $(TPU_POD_VENV)
@@ -64,9 +79,20 @@ $(TPU_POD_VENV)/.installed: launch/tpu/requirements-pod.txt requirements-test.tx
 	    -r launch/tpu/requirements-pod.txt -r requirements-test.txt
 	touch $@
 
-test-tpu-versions: $(TPU_VM_VENV)/.installed $(TPU_POD_VENV)/.installed
-	$(TPU_VM_VENV)/bin/python -m pytest -m tpu_path $(PYTEST_ARGS)
-	$(TPU_POD_VENV)/bin/python -m pytest -m tpu_path $(PYTEST_ARGS)
+# The files that hold tests marked tpu_path (tests/test_tpu_routes.py keeps this list
+# whole); the others need requirements-dev.txt's test tools to be collected.
+TPU_PATH_TESTS := tests/test_tpu_path.py tests/test_tpu_routes.py tests/test_strategy.py \
+    tests/test_doctor.py tests/test_xla_compile.py tests/test_device_input.py \
+    tests/test_performance_paths.py tests/test_preemption.py
+
+# TPU_LOAD_LIBRARY=0: without a TPU, TensorFlow's TPU build would load libtpu at import,
+# which then waits for Google Cloud's metadata server; the trainer runs on the CPU here.
+test-tpu-versions: $(TPU_VM_VENV)/.installed $(TPU_XLA_VENV)/.installed \
+    $(TPU_POD_VENV)/.installed
+	TPU_LOAD_LIBRARY=0 $(TPU_VM_VENV)/bin/python -m pytest -m tpu_path $(PYTEST_ARGS) \
+	    $(TPU_PATH_TESTS)
+	$(TPU_XLA_VENV)/bin/python -m pytest -m tpu_path $(PYTEST_ARGS) tests/test_xla_compile.py
+	$(TPU_POD_VENV)/bin/python -m pytest -m tpu_path $(PYTEST_ARGS) $(TPU_PATH_TESTS)
 
 clean:
-	rm -rf $(VENV) $(TPU_VM_VENV) $(TPU_POD_VENV)
+	rm -rf $(VENV) $(TPU_VM_VENV) $(TPU_XLA_VENV) $(TPU_POD_VENV)

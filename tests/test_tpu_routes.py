@@ -195,3 +195,12 @@ def test_the_makefile_builds_the_pod_route_with_the_images_tensorflow():
   assert f'POD_TENSORFLOW := {tpu_vm.POD_TENSORFLOW}\n' in makefile
   assert '-r launch/tpu/requirements-vm.txt' in makefile
   assert '-r launch/tpu/requirements-pod.txt' in makefile
+
+
+def test_the_makefile_runs_every_file_with_tpu_path_tests():
+  makefile = (REPO / 'Makefile').read_text()
+  listed = re.search(r'^TPU_PATH_TESTS := ((?:.*\\\n)*.*)$', makefile, re.MULTILINE).group(1)
+  listed = set(listed.replace('\\', ' ').split())
+  marked = {f'tests/{path.name}' for path in (REPO / 'tests').glob('test_*.py')
+            if 'tpu_path' in path.read_text()}
+  assert listed == marked

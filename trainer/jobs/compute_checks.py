@@ -82,6 +82,9 @@ def kernel_check(config: Config, built: compiled.Built) -> Check:
 def xla_check(config: Config) -> Check:
   """The train step and the eval step lower to XLA with static shapes (as a TPU needs), and
   compile and run once with XLA on this machine's first device."""
+  cannot = compiled.no_xla_here()
+  if cannot:
+    return Check('xla', SKIPPED, f'{cannot}: nothing to compile here')
   try:
     config = config.replace(strategy='default')
     built = compiled.build(config, tf.distribute.get_strategy(),
