@@ -87,12 +87,14 @@ TPU_PATH_TESTS := tests/test_tpu_path.py tests/test_tpu_routes.py tests/test_str
 
 # TPU_LOAD_LIBRARY=0: without a TPU, TensorFlow's TPU build would load libtpu at import,
 # which then waits for Google Cloud's metadata server; the trainer runs on the CPU here.
+# CHAOS_KILLS=1: one SIGKILL per resumed run (make test kills twice), to keep CI short.
 test-tpu-versions: $(TPU_VM_VENV)/.installed $(TPU_XLA_VENV)/.installed \
     $(TPU_POD_VENV)/.installed
-	TPU_LOAD_LIBRARY=0 $(TPU_VM_VENV)/bin/python -m pytest -m tpu_path $(PYTEST_ARGS) \
-	    $(TPU_PATH_TESTS)
+	TPU_LOAD_LIBRARY=0 CHAOS_KILLS=1 $(TPU_VM_VENV)/bin/python -m pytest -m tpu_path \
+	    $(PYTEST_ARGS) $(TPU_PATH_TESTS)
 	$(TPU_XLA_VENV)/bin/python -m pytest -m tpu_path $(PYTEST_ARGS) tests/test_xla_compile.py
-	$(TPU_POD_VENV)/bin/python -m pytest -m tpu_path $(PYTEST_ARGS) $(TPU_PATH_TESTS)
+	CHAOS_KILLS=1 $(TPU_POD_VENV)/bin/python -m pytest -m tpu_path $(PYTEST_ARGS) \
+	    $(TPU_PATH_TESTS)
 
 clean:
 	rm -rf $(VENV) $(TPU_VM_VENV) $(TPU_XLA_VENV) $(TPU_POD_VENV)
