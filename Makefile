@@ -51,7 +51,6 @@ TPU_POD_VENV := .venv-tpu-pod
 $(TPU_VM_VENV)/.installed: launch/tpu/requirements-vm.txt requirements-test.txt
 	rm -rf $(TPU_VM_VENV)
 	$(PYTHON) -m venv $(TPU_VM_VENV)
-	$(TPU_VM_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(TPU_VM_VENV)/bin/python -m pip install --quiet -r launch/tpu/requirements-vm.txt \
 	    -r requirements-test.txt
 	touch $@
@@ -64,7 +63,6 @@ VM_TENSORFLOW = $(shell sed -n 's/^tensorflow-tpu==//p' launch/tpu/requirements-
 $(TPU_XLA_VENV)/.installed: launch/tpu/requirements-vm.txt requirements-test.txt
 	rm -rf $(TPU_XLA_VENV)
 	$(PYTHON) -m venv $(TPU_XLA_VENV)
-	$(TPU_XLA_VENV)/bin/python -m pip install --quiet --upgrade pip
 	grep -v -e '^tensorflow-tpu==' -e '^libtpu==' launch/tpu/requirements-vm.txt \
 	    > $(TPU_XLA_VENV)/requirements.txt
 	$(TPU_XLA_VENV)/bin/python -m pip install --quiet tensorflow-cpu==$(VM_TENSORFLOW) \
@@ -74,7 +72,6 @@ $(TPU_XLA_VENV)/.installed: launch/tpu/requirements-vm.txt requirements-test.txt
 $(TPU_POD_VENV)/.installed: launch/tpu/requirements-pod.txt requirements-test.txt
 	rm -rf $(TPU_POD_VENV)
 	$(PYTHON) -m venv $(TPU_POD_VENV)
-	$(TPU_POD_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(TPU_POD_VENV)/bin/python -m pip install --quiet tensorflow-cpu==$(POD_TENSORFLOW) \
 	    -r launch/tpu/requirements-pod.txt -r requirements-test.txt
 	touch $@
