@@ -84,8 +84,8 @@ def _closed_loopback_port():
     return s.getsockname()[1]
 
 
-_HAS_CLOUD_TPU_CLIENT = all(importlib.util.find_spec(name)
-                            for name in distribute._CLOUD_TPU_CLIENT_MODULES)  # pylint: disable=protected-access
+# pylint: disable-next=protected-access
+_HAS_CLOUD_TPU_CLIENT = all(map(importlib.util.find_spec, distribute._CLOUD_TPU_CLIENT_MODULES))
 
 
 @pytest.mark.tpu_path
