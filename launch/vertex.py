@@ -12,6 +12,7 @@ point, `python -m trainer.main`, needs nothing else. With --dry_run the job spec
 gcloud command are printed and nothing is submitted.
 """
 
+import copy
 import json
 import shlex
 import shutil
@@ -52,10 +53,12 @@ def job_spec(args) -> dict:
   # (trainer/run_folder/run_lock.py), while another job on the same folder may not.
   container = {'imageUri': args.image, 'args': trainer_args(args),
                'env': [{'name': JOB_ID_VARIABLE, 'value': f'{args.name}-{uuid.uuid4().hex}'}]}
-  pools = [{'machineSpec': machine, 'replicaCount': 1, 'containerSpec': container}]
+  # Each pool gets its own copy: the tuning job appends to each pool's args.
+  pools = [{'machineSpec': dict(machine), 'replicaCount': 1,
+            'containerSpec': copy.deepcopy(container)}]
   if args.workers > 1:
-    pools.append({'machineSpec': machine, 'replicaCount': args.workers - 1,
-                  'containerSpec': container})
+    pools.append({'machineSpec': dict(machine), 'replicaCount': args.workers - 1,
+                  'containerSpec': copy.deepcopy(container)})
   spec = {
       'workerPoolSpecs': pools,
       'baseOutputDirectory': {'outputUriPrefix': output_dir(args)},

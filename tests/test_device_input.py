@@ -36,6 +36,7 @@ def _assert_same(first, second):
       np.testing.assert_array_equal(images_a, images_b, err_msg=f'step {step}')
 
 
+@pytest.mark.tpu_path
 @pytest.mark.parametrize('augment', ['none', 'flip_shift'])
 @pytest.mark.parametrize('replicas', [1, 2])
 def test_device_draws_exactly_the_host_batches(replicas, augment, mirrored):

@@ -15,6 +15,7 @@ from trainer.core import accelerators
 from trainer.core.config import Config
 from trainer.jobs import machine_checks
 from trainer.jobs.machine_checks import FAIL, OK
+from trainer.model import compiled
 
 _STATUSES = {'ok', 'warning', 'FAIL', 'skipped'}
 
@@ -46,6 +47,7 @@ def _tf_config(own_port, peer_port):
                      'task': {'type': 'worker', 'index': 0}})
 
 
+@pytest.mark.tpu_path
 def test_this_machine_passes_and_the_report_is_true(tmp_path):
   data = tmp_path / 'data'
   data.mkdir()
@@ -55,8 +57,21 @@ def test_this_machine_passes_and_the_report_is_true(tmp_path):
   assert result.returncode == 0, result.stdout + result.stderr
   checks = _text_lines(result.stdout)
   status = {name: [s for s, _ in lines] for name, lines in checks.items()}
-  for name in ('tensorflow', 'run_folder', 'data', 'shm', 'strategy', 'kernels', 'xla'):
+  for name in ('tensorflow', 'run_folder', 'data', 'shm', 'strategy'):
     assert status[name] == ['ok'], (name, checks[name])
+  # TensorFlow's TPU build without a TPU compiles nothing with XLA (trainer/model/compiled.py).
+  cannot = compiled.no_xla_here()
+  assert checks['xla'] == ([('skipped', f'{cannot}: nothing to compile here')] if cannot else
+                           [('ok', 'the train and eval steps lower to XLA with static shapes, '
+                             'and compile and run with XLA here')])
+  # A TensorFlow built without CUDA (tensorflow-cpu, tensorflow-tpu) has no GPU kernels to
+  # check: one line that says so, no warnings.
+  if tf.test.is_built_with_cuda():
+    assert status['kernels'] == ['ok'], checks['kernels']
+  else:
+    assert checks['kernels'] == [('skipped', f'{accelerators.tensorflow_wheel()} is built '
+                                  'without CUDA, so no GPU kernels to check (a CUDA build of '
+                                  'TensorFlow checks them)')]
   assert status['timed_run'] in (['ok'], ['warning'])  # A warning if input-bound here.
   assert status['doctor'] == ['ok'] and 'tf_config' not in checks and 'gpu' not in checks
   # What TensorFlow sees and what the system shows, as this process finds them.
@@ -73,6 +88,23 @@ def test_this_machine_passes_and_the_report_is_true(tmp_path):
   # The probes left nothing: no run folder, the data folder as it was.
   assert not (tmp_path / 'runs').exists()
   assert sorted(p.name for p in data.iterdir()) == ['kept']
+
+
+@pytest.mark.tpu_path
+def test_the_kernel_check_does_not_apply_to_a_build_without_cuda(monkeypatch):
+  from trainer.jobs import compute_checks  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(tf.test, 'is_built_with_cuda', lambda: False)
+  check = compute_checks.kernel_check(Config(batch_size=32), built=None)
+  assert (check.status, check.name) == (machine_checks.SKIPPED, 'kernels')
+  assert check.message.startswith(accelerators.tensorflow_wheel() + ' is built without CUDA')
+
+
+@pytest.mark.tpu_path
+def test_tensorflow_wheel_names_the_installed_distribution():
+  name, version = accelerators.tensorflow_wheel().split(' ')
+  assert name in ('tensorflow', 'tensorflow-cpu', 'tensorflow-tpu', 'tensorflow-macos',
+                  'tensorflow-intel', 'tensorflow-aarch64')
+  assert version == tf.__version__
 
 
 def test_failures_are_one_json_line_each_and_exit_1(tmp_path):

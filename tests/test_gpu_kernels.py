@@ -20,6 +20,11 @@ from tests.presets import presets
 from trainer.model import compiled
 from trainer.model import kernels
 
+# A build without CUDA (tensorflow-cpu, tensorflow-tpu, aarch64, macOS) registers no CUDA
+# kernels: nothing to check there (the doctor says so, tests/test_doctor.py).
+pytestmark = pytest.mark.skipif(not tf.test.is_built_with_cuda(),
+                                reason='this TensorFlow is built without CUDA')
+
 _STAND_IN = {'default': 'default', 'one_device': 'default', 'tpu': 'default',
              'mirrored': 'mirrored', 'multi_worker': 'mirrored'}
 

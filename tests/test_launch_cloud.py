@@ -1,55 +1,18 @@
-"""Vertex AI job spec and TPU VM steps: what they would submit, and what gcloud receives.
+"""Vertex AI job spec: what it would submit, and what gcloud receives.
 
-A stand-in `gcloud` on PATH records its arguments, so the real submission path runs too.
+A stand-in `gcloud` on PATH records its arguments (tests/fake_gcloud.py), so the real
+submission path runs too. The TPU VM launcher: tests/test_tpu_routes.py.
 """
 
 import json
-import os
-import stat
-import tarfile
 
 from absl import flags
 import pytest
 
-from launch import tpu_vm
 from launch import vertex
 from tests.conftest import REPO
+from tests.fake_gcloud import gcloud, parse_trainer_flags  # pylint: disable=unused-import
 from trainer import flags as trainer_flags
-
-_FAKE_GCLOUD = '''#!/bin/sh
-# Records each call: its arguments, one per line, then any --config file and scp'd tarball.
-dir="$(dirname "$0")"
-n=$(ls "$dir"/call-* 2>/dev/null | wc -l)
-printf '%s\\n' "$@" > "$dir/call-$n"
-for arg in "$@"; do
-  case "$arg" in
-    --config=*) cp "${arg#--config=}" "$dir/config-$n" ;;
-    *.tar.gz) [ -f "$arg" ] && cp "$arg" "$dir/tarball-$n" ;;
-  esac
-done
-exit "${FAKE_GCLOUD_EXIT:-0}"
-'''
-
-
-@pytest.fixture
-def gcloud(tmp_path, monkeypatch):
-  """A recording gcloud first on PATH; returns a function listing the calls made."""
-  bin_dir = tmp_path / 'bin'
-  bin_dir.mkdir()
-  script = bin_dir / 'gcloud'
-  script.write_text(_FAKE_GCLOUD)
-  script.chmod(script.stat().st_mode | stat.S_IEXEC)
-  monkeypatch.setenv('PATH', f'{bin_dir}{os.pathsep}{os.environ["PATH"]}')
-  return lambda: [(bin_dir / f'call-{i}').read_text().splitlines()
-                  for i in range(len(list(bin_dir.glob('call-*'))))]
-
-
-def _parse_trainer_flags(args, monkeypatch):
-  monkeypatch.chdir(REPO)  # Presets are named relative to the checkout (the image's /app).
-  values = flags.FlagValues()
-  trainer_flags.define_flags(values)
-  values(['trainer', *args])
-  return trainer_flags.config_from_flags(values)
 
 
 def _dry_run_spec(capsys, *argv):
@@ -77,7 +40,7 @@ def test_vertex_dry_run_has_a_chief_pool_and_a_worker_pool(capsys, monkeypatch):
   # Every replica of one job shares the id that lets a restarted chief retake the lease.
   assert chief['containerSpec']['env'] == workers['containerSpec']['env']
   assert [e['name'] for e in chief['containerSpec']['env']] == ['TRAINER_JOB_ID']
-  config = _parse_trainer_flags(chief['containerSpec']['args'], monkeypatch)
+  config = parse_trainer_flags(chief['containerSpec']['args'], monkeypatch)
   assert config.strategy == 'multi_worker' and config.epochs == 3
   assert config.batch_size % (2 * 4) == 0  # The default 2 machines x 4 GPUs.
 
@@ -126,80 +89,6 @@ def test_vertex_without_gcloud_says_so(monkeypatch, tmp_path, capsys):
   monkeypatch.setenv('PATH', str(tmp_path))
   assert vertex.main(['--image=IMAGE', '--bucket=bkt']) == 2
   assert capsys.readouterr().err.startswith('error: gcloud is not on PATH')
-
-
-def test_tpu_run_copies_to_all_hosts_and_trains_from_worker_0(gcloud, tmp_path, monkeypatch):
-  assert tpu_vm.main(['run', '--name=tpu1', '--zone=z', '--bucket=gs://bkt', '--',
-                      '--epochs=2']) == 0
-  scp, setup, train = gcloud()
-  assert scp[:4] == ['compute', 'tpus', 'tpu-vm', 'scp'] and '--worker=all' in scp
-  with tarfile.open(tmp_path / 'bin' / 'tarball-0') as tar:
-    names = set(tar.getnames())
-  assert {'trainer/main.py', 'configs/tpu.cfg', 'requirements.txt'} <= names
-  assert not any('__pycache__' in name for name in names)
-  assert setup[3:6] == ['ssh', 'tpu1', '--worker=all']
-  install = setup[6].split(' && ')[-2:]
-  # The TPU build instead of our TensorFlow pin, and the TensorBoard it requires.
-  assert install[0] == ("grep -v -e '^tensorflow==' -e '^tensorboard==' requirements.txt > "
-                        'requirements-tpu.txt')
-  assert install[1] == ('python3 -m pip install --quiet -f '
-                        'https://storage.googleapis.com/libtpu-tf-releases/index.html '
-                        f'tensorflow-tpu=={tpu_vm.TPU_TENSORFLOW} -r requirements-tpu.txt')
-  assert train[3:6] == ['ssh', 'tpu1', '--worker=0']
-  command = train[6][len('--command='):]
-  assert 'TPU_LOAD_LIBRARY' not in command
-  # One host: TensorFlow drives the chips through PJRT, libtpu loaded as a pluggable device.
-  assert ' NEXT_PLUGGABLE_DEVICE_USE_C_API=true TF_PLUGGABLE_DEVICE_LIBRARY_PATH="$(python3 -c ' \
-      "'import libtpu; print(libtpu.get_library_path())')\" python3 -m trainer.main " in command
-  trainer_args = command.split('python3 -m trainer.main ')[1].split()
-  assert trainer_args[-2:] == ['--tpu=local', '--epochs=2']
-  config = _parse_trainer_flags(trainer_args, monkeypatch)
-  assert config.strategy == 'tpu' and config.mixed_precision == 'mixed_bfloat16'
-  assert config.data_dir == 'gs://bkt/tensorflow_datasets'
-  assert config.model_dir == 'gs://bkt/runs/tpu1'
-
-
-def test_tpu_pod_slice_names_the_tpu(capsys):
-  assert tpu_vm.main(['create', '--name=big', '--zone=z', '--accelerator_type=v4-32', '--pod',
-                      '--dry_run']) == 0
-  assert tpu_vm.main(['run', '--name=big', '--zone=z', '--bucket=bkt', '--pod',
-                      '--dry_run']) == 0
-  out = capsys.readouterr().out
-  assert ('+ gcloud compute tpus tpu-vm create big --accelerator-type=v4-32 '
-          '--version=tpu-ubuntu2204-base --zone=z') in out
-  assert 'cd ~/cifar10-trainer && TPU_LOAD_LIBRARY=0 python3 -m trainer.main' in out
-  assert '--tpu=big' in out and 'PLUGGABLE' not in out
-
-
-@pytest.mark.parametrize('accelerator_type,image', [
-    ('v2-8', 'tpu-ubuntu2204-base'), ('v4-32', 'tpu-ubuntu2204-base'),
-    ('v5litepod-8', 'v2-alpha-tpuv5-lite'), ('v5p-8', 'v2-alpha-tpuv5'),
-    ('v6e-4', 'v2-alpha-tpuv6e')])
-def test_tpu_vm_starts_from_the_base_image_of_its_generation(accelerator_type, image):
-  # TensorFlow 2.21 has no tpu-vm-tf image (Google's list ends at 2.18.0): a base image,
-  # then the TPU wheel.
-  assert tpu_vm.default_version(accelerator_type) == image
-
-
-def test_tpu_image_and_tpu_wheel_can_be_chosen(capsys):
-  assert tpu_vm.main(['create', '--name=t', '--zone=z', '--version=tpu-vm-tf-2.18.0-pjrt',
-                      '--dry_run']) == 0
-  assert tpu_vm.main(['run', '--name=t', '--zone=z', '--bucket=b', '--tensorflow_tpu=2.19.1',
-                      '--dry_run']) == 0
-  out = capsys.readouterr().out
-  assert '--version=tpu-vm-tf-2.18.0-pjrt' in out and 'tensorflow-tpu==2.19.1 ' in out
-
-
-def test_tpu_steps_stop_at_the_first_failing_gcloud(gcloud, monkeypatch):
-  monkeypatch.setenv('FAKE_GCLOUD_EXIT', '3')
-  assert tpu_vm.main(['run', '--name=t', '--zone=z', '--bucket=b']) == 3
-  assert len(gcloud()) == 1
-
-
-def test_tpu_delete(gcloud):
-  assert tpu_vm.main(['delete', '--name=t', '--zone=z', '--project=p']) == 0
-  assert gcloud() == [['compute', 'tpus', 'tpu-vm', 'delete', 't', '--quiet', '--zone=z',
-                       '--project=p']]
 
 
 _TUNE = ['--tune', '--workers=1', '--accelerator_count=1', '--preset=configs/fast.cfg',
@@ -263,8 +152,13 @@ def test_vertex_tuning_defaults_and_choices(capsys):
                                '--name=lr-search')
   assert job['studySpec']['metrics'] == [{'metricId': 'eval_loss', 'goal': 'MINIMIZE'}]
   assert job['studySpec']['algorithm'] == 'RANDOM_SEARCH'
-  for pool in job['trialJobSpec']['workerPoolSpecs']:
+  pools = job['trialJobSpec']['workerPoolSpecs']
+  assert len(pools) == 2  # The chief's pool and the other workers' (--workers=2).
+  for pool in pools:
     assert pool['containerSpec']['args'][-2:] == ['--tune_metric=eval_loss', '--tune_report']
+    # Once per pool: the two pools' container specs are not one shared dict.
+    assert pool['containerSpec']['args'].count('--tune_report') == 1
+    assert sum(a.startswith('--tune_metric') for a in pool['containerSpec']['args']) == 1
   assert '--algorithm=random-search' in command and '--display-name=lr-search' in command
   job, _ = _dry_run_spec(capsys, '--tune', '--algorithm=grid', '--param=seed=integer:1:3')
   assert job['studySpec']['algorithm'] == 'GRID_SEARCH'

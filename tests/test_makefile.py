@@ -9,7 +9,8 @@ import pytest
 
 from tests.conftest import REPO
 
-_FILES = ('Makefile', 'requirements.txt', 'requirements-dev.txt', 'requirements-gpu.txt')
+_FILES = ('Makefile', 'requirements.txt', 'requirements-dev.txt', 'requirements-test.txt',
+          'requirements-gpu.txt')
 _ABSENT = '/nonexistent/nvidia/version'
 
 

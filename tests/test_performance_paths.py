@@ -22,8 +22,9 @@ def _losses(caplog):
           if '/32  loss ' in line]
 
 
-@pytest.mark.parametrize('policy,compute_dtype', [('mixed_float16', 'float16'),
-                                                  ('mixed_bfloat16', 'bfloat16')])
+@pytest.mark.parametrize('policy,compute_dtype', [
+    ('mixed_float16', 'float16'),
+    pytest.param('mixed_bfloat16', 'bfloat16', marks=pytest.mark.tpu_path)])
 def test_mixed_precision_trains_with_float32_logits(tmp_path, caplog, policy, compute_dtype):
   caplog.set_level('INFO')
   outcome = train.train_and_evaluate(_config(tmp_path, mixed_precision=policy), None,

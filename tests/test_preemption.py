@@ -75,7 +75,9 @@ def uninterrupted(tmp_path_factory, cifar_dir):
   return _variables(str(model_dir / 'checkpoints' / 'ckpt-50'))
 
 
-@pytest.mark.parametrize('input_mode', ['host', 'device'])
+# The device input (a TPU's) also under each TensorFlow a TPU route installs.
+@pytest.mark.parametrize('input_mode',
+                         ['host', pytest.param('device', marks=pytest.mark.tpu_path)])
 def test_sigkill_at_random_moments_then_rerun_ends_with_the_uninterrupted_weights(
     tmp_path, cifar_dir, uninterrupted, input_mode):
   """Compared with the uninterrupted run on the host input: the device input must both

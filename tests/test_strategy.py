@@ -1,7 +1,13 @@
+import importlib.util
 import os
 import socket
+import sys
 
 import pytest
+import tensorflow as tf
+
+from tests import forked
+from tests.conftest import REPO
 
 from trainer.core import distribute
 from trainer.core.errors import UserError
@@ -53,11 +59,13 @@ def test_multi_worker_rejects_a_bad_tf_config(monkeypatch, tf_config, message):
     distribute.create_strategy('multi_worker')
 
 
+@pytest.mark.tpu_path
 def test_tpu_without_a_tpu_fails_with_advice():
   with pytest.raises(UserError, match='--strategy=tpu found no TPU.*TPU VM or pass --tpu'):
     distribute.create_strategy('tpu')
 
 
+@pytest.mark.tpu_path
 def test_an_unreachable_tpu_address_is_probed_with_a_timeout(monkeypatch):
   # Connecting to an absent gRPC address blocks forever: the probe must bound its wait.
   timeouts = []
@@ -68,6 +76,51 @@ def test_an_unreachable_tpu_address_is_probed_with_a_timeout(monkeypatch):
   with pytest.raises(UserError, match='cannot reach the TPU at grpc://127.0.0.1:1'):
     distribute.create_strategy('tpu', tpu='grpc://127.0.0.1:1')
   assert timeouts and all(t and t <= 60 for t in timeouts)
+
+
+def _closed_loopback_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+# pylint: disable-next=protected-access
+_HAS_CLOUD_TPU_CLIENT = all(map(importlib.util.find_spec, distribute._CLOUD_TPU_CLIENT_MODULES))
+
+
+@pytest.mark.tpu_path
+def test_a_tpu_name_reaches_the_resolver_or_names_the_missing_client(monkeypatch):
+  # A TPU name is looked up from the metadata server first: here a closed port on this
+  # machine, so nothing leaves it.
+  monkeypatch.setenv('GCE_METADATA_HOST', f'127.0.0.1:{_closed_loopback_port()}')
+  resolver, names = tf.distribute.cluster_resolver.TPUClusterResolver, []
+  monkeypatch.setattr(tf.distribute.cluster_resolver, 'TPUClusterResolver',
+                      lambda tpu: names.append(tpu) or resolver(tpu=tpu))
+  if _HAS_CLOUD_TPU_CLIENT:  # launch/tpu/requirements-pod.txt's venv
+    with pytest.raises(UserError, match=r"cannot resolve --tpu='my-pod' \(.*Connection refused"
+                       r'.*run on the TPU VM \(worker 0 of a pod slice\)'):
+      distribute.create_strategy('tpu', tpu='my-pod')
+    assert names == ['my-pod']
+  else:
+    with pytest.raises(UserError, match='--tpu=my-pod names a TPU, which TensorFlow looks up '
+                       'through the Cloud TPU API with google-api-python-client and oauth2client'
+                       '.*pip install -r launch/tpu/requirements-pod.txt'):
+      distribute.create_strategy('tpu', tpu='my-pod')
+    assert names == []
+
+
+@pytest.mark.tpu_path
+def test_the_trainer_with_a_tpu_name_and_no_tpu_ends_in_one_line(tmp_path):
+  result = forked.run(
+      [sys.executable, '-m', 'trainer.main', '--strategy=tpu', '--tpu=my-pod',
+       '--dataset=synthetic', '--train_steps=1', f'--model_dir={tmp_path}/run'],
+      cwd=REPO, capture_output=True, text=True, timeout=240,
+      env=dict(os.environ, PYTHONPATH=str(REPO),
+               GCE_METADATA_HOST=f'127.0.0.1:{_closed_loopback_port()}'))
+  assert result.returncode == 2, result.stderr
+  assert 'Traceback' not in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: ') and '--tpu' in last and 'my-pod' in last, result.stderr
 
 
 @pytest.mark.parametrize('name', ['default', 'one_device', 'mirrored'])

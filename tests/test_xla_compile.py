@@ -17,6 +17,11 @@ from tests.presets import presets
 from trainer.data import shards
 from trainer.model import compiled
 
+# TensorFlow's TPU build without a TPU (launch/tpu/requirements-vm.txt under `make
+# test-tpu-versions`) compiles nothing with XLA; the same TensorFlow version's CPU build
+# lowers these steps there (the Makefile's XLA_VM_VENV).
+pytestmark = pytest.mark.skipif(bool(compiled.no_xla_here()), reason=compiled.no_xla_here())
+
 _EXAMPLES, _BATCH = 72, 8  # 72: a shard's row count no weight shape shares.
 _BYTES = {'pred': 1, 'bf16': 2}
 
@@ -47,7 +52,14 @@ def _steps(config):
   return (built,) + compiled.xla_steps(built)
 
 
-@pytest.mark.parametrize('names,config', presets(), ids=[names for names, _ in presets()])
+def _cases():
+  """Every preset; the TPU's also under each TensorFlow a TPU route installs."""
+  return [pytest.param(names, config, id=names,
+                       marks=[pytest.mark.tpu_path] if 'tpu' in names.split('+') else [])
+          for names, config in presets()]
+
+
+@pytest.mark.parametrize('names,config', _cases())
 def test_the_train_and_eval_steps_compile_with_static_shapes(names, config):
   del names
   config = dataclasses.replace(config, strategy='default', input='device')
@@ -66,6 +78,7 @@ def test_the_train_and_eval_steps_compile_with_static_shapes(names, config):
     assert shards.tpu_tiled_bytes(shape, _itemsize(kind)) == raw, (kind, shape)
 
 
+@pytest.mark.tpu_path
 def test_the_compiled_steps_run():
   """Built and run by XLA (the TPU preset, bfloat16): two steps, as many examples counted."""
   config = dict(presets())['tpu']

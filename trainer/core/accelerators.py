@@ -5,6 +5,7 @@ TensorFlow may start.
 """
 
 import dataclasses
+import importlib.metadata
 import os
 import shutil
 from typing import Callable, Optional, Tuple
@@ -37,6 +38,18 @@ class Seen:
     if not self.cuda_build:
       return 'built without CUDA'
     return f'built for CUDA {self.cuda_version}, cuDNN {self.cudnn_version}'
+
+
+def tensorflow_wheel() -> str:
+  """The installed distribution that brings the `tensorflow` package, with its version:
+  'tensorflow 2.21.0', 'tensorflow-cpu 2.18.0', 'tensorflow-tpu 2.20.0', ..."""
+  names = importlib.metadata.packages_distributions().get('tensorflow') or ['tensorflow']
+  name = sorted(names)[0]
+  try:
+    version = importlib.metadata.version(name)
+  except importlib.metadata.PackageNotFoundError:
+    return 'tensorflow'
+  return f'{name.replace("_", "-").lower()} {version}'
 
 
 _Which = Callable[[str], Optional[str]]

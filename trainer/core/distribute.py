@@ -1,5 +1,6 @@
 """Builds the tf.distribute strategy named by --strategy, and the batch arithmetic around it."""
 
+import importlib.util
 import json
 import os
 import re
@@ -24,6 +25,8 @@ _PEER_FAILURE_MAX_CHARS = 300
 # How long to wait for a TPU worker's port before saying it is unreachable: connecting
 # to an absent gRPC address otherwise blocks forever.
 _TPU_CONNECT_TIMEOUT_S = 10
+# What tensorflow/python/tpu/client/client.py imports to reach the Cloud TPU API.
+_CLOUD_TPU_CLIENT_MODULES = ('googleapiclient', 'oauth2client')
 
 
 def configure_cpu_devices(count: int) -> None:
@@ -85,6 +88,18 @@ def validate_tf_config() -> dict:
   return tf_config
 
 
+def _require_cloud_tpu_client(tpu: str) -> None:
+  """TPUClusterResolver finds a TPU by name (a pod slice's hosts) through the Cloud TPU
+  API, whose client TensorFlow does not install; without it the lookup fails late, in
+  experimental_connect_to_cluster, after a call to the metadata server."""
+  if all(importlib.util.find_spec(name) for name in _CLOUD_TPU_CLIENT_MODULES):
+    return
+  raise UserError(f'--tpu={tpu} names a TPU, which TensorFlow looks up through the Cloud TPU '
+                  'API with google-api-python-client and oauth2client, not installed here: '
+                  'pip install -r launch/tpu/requirements-pod.txt (or cloud-tpu-client), or '
+                  'pass --tpu=local on a single-host TPU VM')
+
+
 def _tpu_resolver(tpu: str):
   if not tpu or tpu == 'local':
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu='local')
@@ -97,10 +112,17 @@ def _tpu_resolver(tpu: str):
       except (OSError, TypeError, ValueError) as e:
         raise UserError(f'cannot reach the TPU at {tpu} ({e}); check --tpu and that the '
                         'TPU is running') from None
+    else:
+      _require_cloud_tpu_client(tpu)
     try:
       resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-    except (ValueError, RuntimeError) as e:
-      raise UserError(f'cannot resolve --tpu={tpu!r}: {e}') from None
+    except (ValueError, RuntimeError, OSError) as e:
+      # OSError: urllib's URLError, when the metadata server or the Cloud TPU API that a
+      # TPU name is looked up with cannot be reached (not on Google Cloud).
+      raise UserError(f'cannot resolve --tpu={tpu!r} ({first_line(e, 160)}); a TPU name is '
+                      'looked up through the Cloud TPU API from a VM of its project: run '
+                      'on the TPU VM (worker 0 of a pod slice), or pass --tpu=grpc://HOST:PORT') \
+          from None
   try:
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)

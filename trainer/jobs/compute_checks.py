@@ -12,6 +12,7 @@ from typing import Iterator, List, Optional, Tuple
 import tensorflow as tf
 
 from trainer.core.config import Config
+from trainer.core import accelerators
 from trainer.core import distribute
 from trainer.core.errors import UserError, first_line
 from trainer.data import sources
@@ -60,6 +61,11 @@ def strategy_check(config: Config) -> Tuple[Check, Optional[tf.distribute.Strate
 def kernel_check(config: Config, built: compiled.Built) -> Check:
   if config.strategy == 'tpu':
     return Check('kernels', SKIPPED, 'a TPU runs the steps as XLA compiles them: see xla')
+  if not tf.test.is_built_with_cuda():
+    # tensorflow-cpu, tensorflow-tpu, the aarch64 and macOS wheels: no op has a CUDA kernel,
+    # so there is nothing to look for (a CUDA build registers them even without a GPU).
+    return Check('kernels', SKIPPED, f'{accelerators.tensorflow_wheel()} is built without '
+                 'CUDA, so no GPU kernels to check (a CUDA build of TensorFlow checks them)')
   try:
     train, evaluate = compiled.loop_functions(built)
   except (tf.errors.OpError, ValueError, TypeError) as e:
@@ -76,6 +82,9 @@ def kernel_check(config: Config, built: compiled.Built) -> Check:
 def xla_check(config: Config) -> Check:
   """The train step and the eval step lower to XLA with static shapes (as a TPU needs), and
   compile and run once with XLA on this machine's first device."""
+  cannot = compiled.no_xla_here()
+  if cannot:
+    return Check('xla', SKIPPED, f'{cannot}: nothing to compile here')
   try:
     config = config.replace(strategy='default')
     built = compiled.build(config, tf.distribute.get_strategy(),

@@ -35,7 +35,8 @@ SHM = '/dev/shm'
 @dataclasses.dataclass(frozen=True)
 class Check:
   name: str
-  status: str  # OK, WARNING, FAIL or SKIPPED (a check an earlier failure left nothing to do)
+  status: str  # OK, WARNING, FAIL or SKIPPED (nothing to check: after an earlier failure,
+  # or on a build the check does not apply to)
   message: str
   fields: dict = dataclasses.field(default_factory=dict)  # numbers, for --log_format=json
 

@@ -9,10 +9,11 @@ need the default strategy.
 
 import dataclasses
 import re
-from typing import List
+from typing import List, Optional
 
 import tensorflow as tf
 
+from trainer.core import accelerators
 from trainer.core.config import Config
 from trainer.data import pipeline
 from trainer.model import steps
@@ -69,6 +70,18 @@ def xla_steps(built: Built):
     train_args = tuple(next(built.iterator))
   evaluate = tf.function(lambda *batch: trainer._eval_step(batch), jit_compile=True)
   return train, train_args, evaluate, tuple(next(iter(built.eval_dataset)))
+
+
+def no_xla_here() -> str:
+  """Why this TensorFlow cannot compile with XLA on this machine, or '' where it can.
+
+  TensorFlow's TPU build has no XLA for the CPU ("could not find registered transfer
+  manager for platform Host"), and lowering for a TPU without one refuses the steps'
+  variables ("does not support resource arguments when device is null")."""
+  wheel = accelerators.tensorflow_wheel()
+  if wheel.startswith('tensorflow-tpu ') and not tf.config.list_logical_devices('TPU'):
+    return f'{wheel} has no XLA for the CPU and compiles for a TPU only where there is one'
+  return ''
 
 
 def hlo(function, args=()) -> str:
