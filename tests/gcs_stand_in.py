@@ -25,6 +25,7 @@ from typing import Optional
 from tests.gcs_api import TOKEN, Store, StorageHandler
 
 PROJECT = 'trainer-test-project'
+ACCOUNT = f'trainer@{PROJECT}.iam.gserviceaccount.com'
 # The names a process in the stand-in's namespace resolves to it.
 HOST_NAMES = ('www.googleapis.com', 'storage.googleapis.com', 'oauth2.googleapis.com',
               'metadata.google.internal', 'metadata')
@@ -33,7 +34,7 @@ HOST_NAMES = ('www.googleapis.com', 'storage.googleapis.com', 'oauth2.googleapis
 # ---- the metadata server --------------------------------------------------------------
 
 def _metadata_answers(address: str) -> dict:
-  account = f'trainer@{PROJECT}.iam.gserviceaccount.com'
+  account = ACCOUNT
   return {
       '': 'computeMetadata/\n',  # google-auth's ping asks for the root.
       'project/project-id': PROJECT,
@@ -59,6 +60,8 @@ class _MetadataHandler(http.server.BaseHTTPRequestHandler):
   def do_GET(self):  # pylint: disable=invalid-name
     path = self.path.partition('?')[0].lstrip('/')
     path = path[len('computeMetadata/v1/'):] if path.startswith('computeMetadata/v1/') else path
+    # google-auth asks by the account's email once it knows it.
+    path = path.replace(f'service-accounts/{ACCOUNT}/', 'service-accounts/default/')
     answer = self.answers.get(path)
     if answer is None or self.headers.get('Metadata-Flavor') != 'Google':
       self.send_error(404 if answer is None else 403)

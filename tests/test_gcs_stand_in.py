@@ -31,7 +31,7 @@ def test_tensorflow_reads_and_writes_gs_through_its_own_client(gcs):
   assert gcs.store.get(f'{folder}/a/big.bin') == bytes(range(256)) * 40_000
   assert gcs.store.names(f'{folder}/a/one') == []
   # TensorFlow used the APIs Cloud Storage has: resumable uploads, rewrites, ranged reads.
-  paths = [path for _, path in gcs.store.requests]
+  paths = [path for _, path, _ in gcs.store.requests]
   assert any('uploadType=resumable' in p for p in paths)
   assert any('/rewriteTo/' in p for p in paths)
   assert any(p.startswith(f'/{BUCKET}/') for p in paths)
