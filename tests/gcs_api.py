@@ -37,7 +37,7 @@ def _check_preconditions(query: dict, current: Optional[StoredObject]) -> None:
                    'did not hold.')
   not_match = query.get('ifGenerationNotMatch')
   if not_match is not None and int(not_match) == generation:
-    raise _Failure(412 if current else 404, 'conditionNotMet', 'ifGenerationNotMatch')
+    raise _Failure(304, 'notModified', 'ifGenerationNotMatch')  # 304, as Cloud Storage does.
   metageneration = query.get('ifMetagenerationMatch')
   if metageneration is not None and (current is None or metageneration != '1'):
     raise _Failure(412, 'conditionNotMet', 'ifMetagenerationMatch')
@@ -67,9 +67,10 @@ class StorageHandler(http.server.BaseHTTPRequestHandler):
     self.send_response(code)
     for name, value in (headers or {}).items():
       self.send_header(name, value)
-    if body or code not in (204, 304):
+    if body:
       self.send_header('Content-Type', content_type)
-    self.send_header('Content-Length', str(len(body)))
+    if code != 304:
+      self.send_header('Content-Length', str(len(body)))
     self.end_headers()
     if self.command != 'HEAD':
       self.wfile.write(body)
@@ -78,9 +79,11 @@ class StorageHandler(http.server.BaseHTTPRequestHandler):
     self._send(code, json.dumps(value).encode(), headers)
 
   def _fail(self, failure: _Failure):
-    self._json(failure.code, {'error': {'code': failure.code, 'message': failure.message,
-                                        'errors': [{'domain': 'global', 'reason': failure.reason,
-                                                    'message': failure.message}]}})
+    if failure.code == 304:
+      return self._send(304)
+    error = {'domain': 'global', 'reason': failure.reason, 'message': failure.message}
+    return self._json(failure.code, {'error': {'code': failure.code, 'message': failure.message,
+                                               'errors': [error]}})
 
   def _route(self, method: str):
     raw_path, _, raw_query = self.path.partition('?')

@@ -2,11 +2,13 @@
 taking it atomic (trainer/run_folder/lease_objects.py), in this process and between runs."""
 
 import json
+import socket
 import subprocess
 import sys
 
 import pytest
 
+from tests import forked
 from tests.conftest import REPO
 from tests.gcs_api import BUCKET
 from tests.test_run_lock import Clock
@@ -98,3 +100,24 @@ def test_processes_racing_for_one_folder_exactly_one_wins_every_time(gcs):
     for child in children:
       child.kill()
       child.wait()
+
+
+def test_no_credentials_is_one_line(gcs, tmp_path):
+  """No credentials file, no gcloud login, and a metadata server that does not answer (a
+  closed loopback port): Application Default Credentials find nothing. In a child that
+  resolves Google's names to the stand-in, so that nothing can reach Google Cloud."""
+  with socket.socket() as closed:
+    closed.bind(('127.0.0.1', 0))
+    nowhere = f'127.0.0.1:{closed.getsockname()[1]}'
+  env = {name: value for name, value in gcs.env().items()
+         if name not in ('GOOGLE_APPLICATION_CREDENTIALS', 'GOOGLE_CLOUD_PROJECT')}
+  env.update(CLOUDSDK_CONFIG=str(tmp_path), GCE_METADATA_HOST=nowhere, GCE_METADATA_IP=nowhere,
+             GCE_METADATA_DETECT_RETRIES='1')  # Asks once: nothing answers there anyway.
+  child = forked.run([sys.executable, str(REPO / 'tests' / 'lease_racer.py'), FOLDER], cwd=REPO,
+                     env=env, hosts=gcs.hosts_file, capture_output=True, text=True, timeout=120)
+  assert child.returncode == 2, child.stderr[-3000:]
+  message = child.stdout.strip()
+  assert message.startswith(f'error: cannot take the run folder lease {FOLDER}/warm-up-') and \
+      ': no Google Cloud credentials for ' in message and '\n' not in message, message
+  assert message.endswith("; check this machine's Google Cloud credentials and its access to "
+                          'the bucket'), message

@@ -206,6 +206,14 @@ class Lease:
 
   def acquire(self) -> 'Lease':
     """Takes the lease, or raises UserError naming its live holder."""
+    try:
+      return self._acquire()
+    except lease_objects.Unreachable as e:
+      raise UserError(f'cannot take the run folder lease {self.path}: {first_line(e)}; check '
+                      'this machine\'s Google Cloud credentials and its access to the '
+                      'bucket') from None
+
+  def _acquire(self) -> 'Lease':
     now = self._clock()
     current, generation = self._read()
     if current is not None and not self._ours(current):
@@ -223,8 +231,6 @@ class Lease:
       self._write(now, generation or 0)
     except lease_objects.Conflict:
       raise _in_use(self.folder, self._read()[0], ', taken at the same moment') from None
-    except lease_objects.Unreachable as e:
-      raise UserError(f'cannot take the run folder lease {self.path}: {e}') from None
     if not self._object.atomic and not self._ours(self._read()[0]):
       # No compare-and-swap here: of two runs that wrote at the same moment, the one whose
       # write landed last reads its own token back; the other stops here, or at its next
