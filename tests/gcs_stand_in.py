@@ -148,6 +148,14 @@ def _bind(server_class, handler, port):
   raise OSError(f'no free loopback address for port {port}')
 
 
+def skip_unless_root() -> None:
+  """The stand-in listens on port 443 and its clients get their own mount namespace: both
+  need root, which CI has. Elsewhere its tests are skipped, saying why."""
+  if os.geteuid() != 0:
+    import pytest  # pylint: disable=g-import-not-at-top
+    pytest.skip('the Cloud Storage stand-in needs root (port 443, a mount namespace)')
+
+
 class StandIn:
   """The storage (HTTPS, port 443) and metadata (HTTP, port 80) servers on one loopback
   address, the CA and /etc/hosts replacement that lead clients to them, and their store."""

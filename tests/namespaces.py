@@ -3,7 +3,7 @@
 The processes that use the Cloud Storage stand-in (tests/gcs_stand_in.py) resolve Google's
 host names to it, while the rest of the machine, the test session included, keeps the real
 file. Needs root (CI runs as root) and a single-threaded caller: a forked child before it
-starts anything, or `unshare -m` for a new process (command()).
+starts anything (tests/forked.py).
 """
 
 import ctypes
@@ -29,8 +29,3 @@ def use_hosts(hosts_file: str) -> None:
   _check(_libc.mount(os.fsencode(hosts_file), b'/etc/hosts', None, _MS_BIND, None),
          'mount --bind /etc/hosts')
 
-
-def command(hosts_file: str, args) -> list:
-  """`args` to run in a new process that sees `hosts_file` as /etc/hosts."""
-  return ['unshare', '--mount', '--propagation', 'private', 'sh', '-c',
-          'mount --bind "$0" /etc/hosts && exec "$@"', hosts_file, *args]
