@@ -95,6 +95,13 @@ def _variables(checkpoint):
   return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(checkpoint)}
 
 
+def _tfds_images(data_dir, count):
+  """The first `count` test images of the data folder, as PNG files' bytes."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  examples = tfds.load('cifar10', split=f'test[:{count}]', data_dir=data_dir, download=False)
+  return [tf.io.encode_png(example['image']).numpy() for example in examples]
+
+
 def _in_use(output, folder):
   errors = [line for line in output.splitlines() if line.startswith('error: ')]
   assert len(errors) == 1 and errors[0].startswith(
@@ -210,7 +217,7 @@ def _check_export_and_predict(bucket, finished, local_data, tmp_path):
   """The export swapped in on gs:// serves trainer.predict of images on gs://."""
   folder, _, _ = finished
   assert not bucket.store.names(f'{folder}/export.tmp')  # Swapped in, nothing left over.
-  images = tfds_images(local_data, 3)
+  images = _tfds_images(local_data, 3)
   paths = [f'gs://{BUCKET}/images/{i}.png' for i in range(len(images))]
   for path, data in zip(paths, images):
     bucket.store.put(BUCKET, path[len(f'gs://{BUCKET}/'):], data)
@@ -224,13 +231,6 @@ def _check_export_and_predict(bucket, finished, local_data, tmp_path):
   expected = [f'{path}\t{name.decode()}\t{max(row):.3f}' for path, name, row in
               zip(paths, want['class_name'].numpy(), want['probabilities'].numpy())]
   assert printed.stdout.splitlines() == expected
-
-
-def tfds_images(data_dir, count):
-  """The first `count` test images of the data folder, as PNG files' bytes."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  examples = tfds.load('cifar10', split=f'test[:{count}]', data_dir=data_dir, download=False)
-  return [tf.io.encode_png(example['image']).numpy() for example in examples]
 
 
 def _check_init_from(bucket, finished):
@@ -251,6 +251,23 @@ def test_a_finished_run_on_gs_is_watched_evaluated_served_and_initialized_from(
   _check_evaluate(bucket, finished)
   _check_export_and_predict(bucket, finished, local_data, tmp_path)
   _check_init_from(bucket, finished)
+
+
+def test_two_runs_started_together_on_one_gs_folder_one_trains_the_other_stops(bucket):
+  # The tight race, many times over, is tests/test_gcs_lease.py's; here, whole runs.
+  folder = f'{RUNS}/together'
+  command = _main(folder, '--train_steps=5', '--steps_per_loop=5', '--batch_size=32')
+  started = [_start(bucket, command, job=job) for job in ('job-1', 'job-2')]
+  try:
+    codes = [process.wait(timeout=300) for process, _ in started]
+  finally:
+    for process, _ in started:
+      process.kill()
+      process.wait()
+  outputs = [lines.rest() for _, lines in started]
+  assert sorted(codes) == [0, 2], outputs
+  _in_use(outputs[codes.index(2)], folder)
+  assert _json(bucket, f'{folder}/results.json')['global_step'] == 5
 
 
 def test_the_doctor_probes_gs_folders_leaves_nothing_and_names_a_missing_bucket(bucket):
