@@ -17,7 +17,7 @@ import time
 import urllib.parse
 from typing import Dict, Optional
 
-from tests.gcs_store import BUCKET, Store, StoredObject  # pylint: disable=unused-import
+from tests.gcs_store import Store, StoredObject
 
 TOKEN = 'stand-in-access-token'
 

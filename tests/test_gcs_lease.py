@@ -11,7 +11,7 @@ import pytest
 
 from tests import forked
 from tests.conftest import REPO
-from tests.gcs_api import BUCKET
+from tests.gcs_store import BUCKET
 from tests.test_run_lock import Clock
 from trainer.core.errors import UserError
 from trainer.run_folder import run_lock

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests import forked
 from tests.conftest import REPO
 from tests.gcs_stand_in import StandIn, skip_unless_root
 from tests.gcs_store import BUCKET

@@ -8,7 +8,7 @@ import pytest
 from google.api_core import exceptions
 
 from tests.conftest import REPO
-from tests.gcs_api import BUCKET
+from tests.gcs_store import BUCKET
 
 
 def test_tensorflow_reads_and_writes_gs_through_its_own_client(gcs):
