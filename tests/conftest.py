@@ -137,6 +137,17 @@ def ten_step_run(_ten_step_run, tmp_path):
   return metrics
 
 
+@pytest.fixture
+def gcs(tmp_path_factory, monkeypatch):
+  """A Cloud Storage stand-in of this test's own (tests/gcs_stand_in.py)."""
+  from tests import gcs_stand_in  # pylint: disable=g-import-not-at-top
+  gcs_stand_in.skip_unless_root()
+  stand_in = gcs_stand_in.StandIn(str(tmp_path_factory.mktemp('gcs')))
+  monkeypatch.setenv('REQUESTS_CA_BUNDLE', stand_in.ca_file)  # For stand_in.client().
+  yield stand_in
+  stand_in.close()
+
+
 @pytest.fixture(scope='session')
 def cifar_dir():
   if not (SHARED_TFDS / 'cifar10').is_dir():

@@ -103,6 +103,9 @@ def _become(fds, command):
   """Turns this forked child into the process `command` describes."""
   if command['new_session']:
     os.setsid()
+  if command['hosts']:
+    from tests import namespaces  # pylint: disable=g-import-not-at-top
+    namespaces.use_hosts(command['hosts'])
   for target, fd in enumerate(fds):
     os.dup2(fd, target)
   for fd in fds:
@@ -225,10 +228,14 @@ def _command(args):
 
 
 class Popen:
-  """subprocess.Popen's ways for a forked child: pid, pipes, poll, wait, signals."""
+  """subprocess.Popen's ways for a forked child: pid, pipes, poll, wait, signals.
+
+  `hosts`: a file the child reads as /etc/hosts, in its own mount namespace
+  (tests/namespaces.py).
+  """
 
   def __init__(self, args, cwd=None, env=None, stdin=None, stdout=None, stderr=None,
-               text=False, start_new_session=False):
+               text=False, start_new_session=False, hosts=None):
     global _zygote
     if _zygote is None:
       _zygote = _Zygote()
@@ -250,7 +257,7 @@ class Popen:
         theirs.append(os.dup(fd))
     command = {'argv': _command(args), 'cwd': os.path.abspath(cwd or os.getcwd()),
                'env': dict(os.environ if env is None else env),
-               'new_session': start_new_session}
+               'new_session': start_new_session, 'hosts': hosts}
     try:
       _zygote.fork(self, theirs, command)
     finally:
@@ -310,10 +317,11 @@ class Popen:
 
 
 def run(args, cwd=None, env=None, capture_output=False, text=False, timeout=None,
-        stdin=subprocess.DEVNULL):
+        stdin=subprocess.DEVNULL, hosts=None):
   """subprocess.run for a forked child; the child is killed if it outlives `timeout`."""
   pipe = subprocess.PIPE if capture_output else None
-  process = Popen(args, cwd=cwd, env=env, stdin=stdin, stdout=pipe, stderr=pipe, text=text)
+  process = Popen(args, cwd=cwd, env=env, stdin=stdin, stdout=pipe, stderr=pipe, text=text,
+                  hosts=hosts)
   try:
     stdout, stderr = process.communicate(timeout=timeout)
   except subprocess.TimeoutExpired:

@@ -102,12 +102,23 @@ def _missing_folders(folder: str) -> list:
   return missing
 
 
+def _require_bucket(folder: str) -> None:
+  """Raises NotFoundError for a gs:// folder in a bucket that does not exist: there
+  tf.io.gfile.makedirs never returns (TensorFlow 2.21 looks for the bucket's parent forever,
+  found on the Cloud Storage stand-in of tests/test_gcs_runs.py)."""
+  if folder.startswith('gs://'):
+    bucket = 'gs://' + folder[len('gs://'):].split('/', 1)[0]
+    if not tf.io.gfile.exists(bucket):
+      raise tf.errors.NotFoundError(None, None, f'the bucket {bucket} does not exist')
+
+
 def probe(folder: str, keep_folders: bool = True) -> None:
   """Creates `folder` and writes, reads back and deletes a small file in it.
 
   `keep_folders=False` also removes the folders it created (a check that must leave
   nothing behind); a folder something else wrote into meanwhile stays.
   """
+  _require_bucket(folder)
   created = [] if keep_folders else _missing_folders(folder)
   try:
     tf.io.gfile.makedirs(folder)

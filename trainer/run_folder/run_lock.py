@@ -9,6 +9,9 @@ the second one stops at once, naming the holder.
   it ends (SIGKILL, OOM), so a dead holder never blocks the rerun.
 - Other tf.io.gfile file systems (`gs://`, ...) have no locks: the holder writes a lease,
   `<run folder>/run.lease`, and renews it every LEASE_RENEW_SECONDS from a background thread.
+  On gs:// every write of it names the generation it replaces (lease_objects.py), so of
+  runs starting together exactly one takes it, and a holder whose lease was taken over
+  cannot renew it back.
   A lease not renewed for LEASE_STALE_SECONDS is stale: its holder is gone, and a new run
   takes it over. A run of the same job (the same TRAINER_JOB_ID, which the launchers set,
   and the same tuning trial) takes it over at once: that is the job restarting after losing
@@ -29,12 +32,13 @@ import socket
 import threading
 import time
 import uuid
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 from absl import logging
 
 from trainer.core.errors import UserError, first_line
 from trainer.core import trial as trial_lib
+from trainer.run_folder import lease_objects
 
 LOCK_FILE = 'run.lock'
 LEASE_FILE = 'run.lease'
@@ -152,43 +156,67 @@ class FileLock:
 
 
 class Lease:
-  """A renewed lease file for file systems without locks (gs://). `clock` is injectable so
-  the staleness rules are tested without waiting."""
+  """A renewed lease object for file systems without locks (gs://). `clock` is injectable
+  so the staleness rules are tested without waiting; `gcs_client` so tests can point
+  google-cloud-storage at a stand-in server."""
 
   def __init__(self, folder: str, clock: Callable[[], float] = time.time,
                renew_seconds: float = LEASE_RENEW_SECONDS,
-               stale_seconds: float = LEASE_STALE_SECONDS, job: Optional[str] = None):
+               stale_seconds: float = LEASE_STALE_SECONDS, job: Optional[str] = None,
+               gcs_client=None):
     self.folder = folder
     self.path = f'{folder.rstrip("/")}/{LEASE_FILE}'
+    self._object = lease_objects.at(self.path, gcs_client)
     self._clock = clock
     self._renew_seconds = renew_seconds
     self._stale_seconds = stale_seconds
     self._holder = dict(_identity(job, now=clock()), token=uuid.uuid4().hex)
+    self._generation = None  # Of the lease object as we last wrote it (gs://).
     self._last_renewed = None
     self._lost = None  # Why the lease is no longer ours, once it is not.
     self._stop = threading.Event()
     self._thread = None
 
-  def _read(self) -> Optional[dict]:
-    tf = _tensorflow()
+  def _read(self) -> Tuple[Optional[dict], Optional[int]]:
+    """(holder, generation); the holder is None when there is no lease, or one half written
+    by a holder that died mid-write (possible only without preconditions)."""
+    data, generation = self._object.read()
     try:
-      with tf.io.gfile.GFile(self.path) as f:
-        return json.loads(f.read())
-    except tf.errors.NotFoundError:
-      return None
-    except ValueError:  # Half written by a holder that died mid-write: no holder.
-      return None
+      holder = json.loads(data) if data is not None else None
+    except ValueError:
+      holder = None
+    return (holder if isinstance(holder, dict) else None), generation
 
-  def _write(self, now: float) -> None:
-    with _tensorflow().io.gfile.GFile(self.path, 'w') as f:
-      f.write(json.dumps(dict(self._holder, renewed=now)))
+  def _ours(self, holder: Optional[dict]) -> bool:
+    return holder is not None and holder.get('token') == self._holder['token']
+
+  def _write(self, now: float, if_generation: Optional[int]) -> None:
+    """Writes our lease over generation `if_generation` of the object (0: over none);
+    lease_objects.Conflict if another writer came first (gs://)."""
+    data = json.dumps(dict(self._holder, renewed=now)).encode()
+    try:
+      self._generation = self._object.write(data, if_generation)
+    except lease_objects.Conflict:
+      # Unless that writer was us: a write retried after its answer was lost.
+      holder, generation = self._read()
+      if not self._ours(holder):
+        raise
+      self._generation = generation
     self._last_renewed = now
 
   def acquire(self) -> 'Lease':
     """Takes the lease, or raises UserError naming its live holder."""
+    try:
+      return self._acquire()
+    except lease_objects.Unreachable as e:
+      raise UserError(f'cannot take the run folder lease {self.path}: {first_line(e)}; check '
+                      'this machine\'s Google Cloud credentials and its access to the '
+                      'bucket') from None
+
+  def _acquire(self) -> 'Lease':
     now = self._clock()
-    current = self._read()
-    if current is not None and current.get('token') != self._holder['token']:
+    current, generation = self._read()
+    if current is not None and not self._ours(current):
       age = now - float(current.get('renewed', 0))
       same_job = bool(self._holder['job']) and current.get('job') == self._holder['job']
       if age < self._stale_seconds and not same_job:
@@ -197,23 +225,37 @@ class Lease:
       logging.warning('taking over the run folder lease of %s (%s)', _describe(current),
                       'an earlier attempt of this job' if same_job and age < self._stale_seconds
                       else f'not renewed for {age:.0f} s')
-    self._write(now)
-    # No compare-and-swap on these file systems: of two runs that took a stale lease at the
-    # same moment, the one whose write landed last reads its own token back; the other
-    # stops here, or at its next renewal at the latest.
-    if (self._read() or {}).get('token') != self._holder['token']:
-      raise _in_use(self.folder, self._read(), ', taken at the same moment')
+    try:
+      # Over exactly the generation judged above: of runs taking the lease at once, Cloud
+      # Storage lets one write through and refuses the others.
+      self._write(now, generation or 0)
+    except lease_objects.Conflict:
+      raise _in_use(self.folder, self._read()[0], ', taken at the same moment') from None
+    if not self._object.atomic and not self._ours(self._read()[0]):
+      # No compare-and-swap here: of two runs that wrote at the same moment, the one whose
+      # write landed last reads its own token back; the other stops here, or at its next
+      # renewal at the latest.
+      raise _in_use(self.folder, self._read()[0], ', taken at the same moment')
     return self
+
+  def _taken(self) -> bool:
+    """Records who has the lease now, if not us; whether it is gone."""
+    current, _ = self._read()
+    if self._ours(current):
+      return False
+    self._lost = f'it was taken over by {_describe(current)}' if current else 'it vanished'
+    return True
 
   def renew(self) -> bool:
     """One renewal; False (and `check` raises from then on) once the lease is not ours."""
     now = self._clock()
     try:
-      current = self._read()
-      if current is None or current.get('token') != self._holder['token']:
-        self._lost = f'it was taken over by {_describe(current)}' if current else 'it vanished'
+      if not self._object.atomic and self._taken():
         return False
-      self._write(now)
+      try:
+        self._write(now, self._generation)
+      except lease_objects.Conflict:
+        return not self._taken()
       return True
     except (_tensorflow().errors.OpError, OSError) as e:
       # A bucket can refuse a request now and then: keep trying until others could
@@ -241,15 +283,17 @@ class Lease:
                       'stopped before writing more: check which run should own it')
 
   def release(self) -> None:
-    tf = _tensorflow()
     self._stop.set()
     if self._thread is not None:
       self._thread.join()
     try:
-      current = self._read()
-      if current is not None and current.get('token') == self._holder['token']:
-        tf.io.gfile.remove(self.path)
-    except (tf.errors.OpError, OSError) as e:
+      if self._object.atomic:
+        self._object.delete(self._generation)  # Refused if it is no longer ours.
+      elif self._ours(self._read()[0]):
+        self._object.delete(None)
+    except lease_objects.Conflict:
+      pass
+    except (_tensorflow().errors.OpError, OSError) as e:
       logging.warning('could not remove the run folder lease %s (%s); the next run takes it '
                       'over once it is stale', self.path, first_line(e))
 
