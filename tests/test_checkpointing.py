@@ -1,5 +1,6 @@
 """Checkpoints, resume, damaged and incompatible run folders, export (in-process, fast)."""
 
+import json
 import os
 
 import numpy as np
@@ -10,7 +11,8 @@ from tests.conftest import TEN_STEPS, make_source
 from trainer.core.config import Config
 from trainer.core.errors import UserError
 from trainer.jobs import train
-from trainer import predict
+from trainer.prediction import exports
+from trainer.prediction import job
 from trainer.run_folder import checkpointing
 from trainer.run_folder import records
 
@@ -143,7 +145,12 @@ def test_export_predicts_like_the_trained_model_on_real_images(tmp_path, cifar_d
   for i, image in enumerate(test['image'].numpy()):
     paths.append(str(tmp_path / f'{i}.png'))
     tf.io.write_file(paths[-1], tf.io.encode_png(image))
-  predicted = predict.predict(str(tmp_path / 'run' / 'export'), paths)
+  output = tmp_path / 'predicted.jsonl'
+  job.run(exports.load(str(tmp_path / 'run' / 'export')), paths, job.Options(output=str(output)))
+  lines = [json.loads(line) for line in output.read_text().splitlines()]
+  assert [line['instance']['path'] for line in lines] == paths
+  predicted = [(line['instance']['path'], line['prediction']['class_name'],
+                max(line['prediction']['probabilities'])) for line in lines]
   logits = outcome.trainer.model(test['image'].numpy().astype(np.float32) / 255.0)
   names = tfds.builder('cifar10', data_dir=cifar_dir).info.features['label'].names
   assert [name for _, name, _ in predicted] == [names[i] for i in np.argmax(logits, axis=-1)]

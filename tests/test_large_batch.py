@@ -19,7 +19,7 @@ from trainer.jobs import train
 from trainer.model import cnn
 from trainer.model import optimizers
 from trainer.model import steps
-from trainer import predict
+from trainer.prediction import exports
 from trainer.run_folder import records
 
 
@@ -176,7 +176,7 @@ def test_evaluation_best_and_export_use_the_reported_weights(tmp_path, ema_decay
   plain.set_weights(reported)
   accuracy = _accuracy(plain, images, labels, flip=eval_flip)
   assert outcome.metrics['eval_accuracy'] == pytest.approx(accuracy, abs=1e-6)
-  _, serve = predict.load(str(tmp_path / 'run' / 'export'))
+  serve = exports.load(str(tmp_path / 'run' / 'export')).loaded.signatures['serving_default']
   assert _accuracy(serve, images, labels, serve=True) == pytest.approx(accuracy, abs=1e-6)
   probabilities = serve(images=tf.constant(images[:16]))['probabilities'].numpy()
   expected = tf.nn.softmax(steps.eval_logits(
