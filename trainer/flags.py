@@ -103,6 +103,12 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
          'epoch end); 0: epoch ends only.')
   define('integer', 'eval_every_steps', 'Evaluate every N steps (and at every epoch end); '
          '0: epoch ends only.')
+  define('float', 'target_accuracy', 'Stop at the first evaluation whose accuracy is at or '
+         'above this (e.g. 0.65), then save, export and report as at the end; results.json '
+         'records the step, examples and seconds it took. 0: train the whole schedule.')
+  define('integer', 'eval_every_examples', 'Evaluate every N training examples (rounded up '
+         'to whole steps), the same cadence at any batch size, and not at epoch ends; '
+         '0: --eval_every_steps decides.')
   define('integer', 'keep_checkpoints', 'Keep the newest N checkpoints.')
   define('bool', 'deterministic', 'TF op determinism: a resumed run ends with exactly the '
          'weights of an uninterrupted one (CPU; see README).')

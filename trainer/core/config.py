@@ -89,6 +89,10 @@ class Config:
 
   checkpoint_every_steps: int = 500  # Also at every epoch end; 0: epoch ends only.
   eval_every_steps: int = 0  # Also at every epoch end; 0: epoch ends only.
+  # Time to a result (trainer/jobs/target.py): stop at the first evaluation at or above
+  # this eval accuracy (0: off); evaluations every N examples at any batch, not at epoch ends.
+  target_accuracy: float = 0.0
+  eval_every_examples: int = 0
   keep_checkpoints: int = 3
   deterministic: bool = False
   export_dir: Optional[str] = None  # Default: <model_dir>/export.
@@ -159,6 +163,14 @@ class Config:
                       'deterministic max-pool gradient (SelectAndScatter); drop --jit_compile '
                       'for a reproducible run, or --deterministic for XLA')
     parse_profile_steps(self.profile_steps)
+    if not 0.0 <= self.target_accuracy < 1.0:
+      raise UserError(f'--target_accuracy is an eval accuracy in (0, 1) (0: off), e.g. 0.65; '
+                      f'got {self.target_accuracy}')
+    if self.eval_every_examples < 0:
+      raise UserError(f'--eval_every_examples must not be negative, got '
+                      f'{self.eval_every_examples}')
+    if self.eval_every_examples and self.eval_every_steps:
+      raise UserError('give --eval_every_examples or --eval_every_steps, not both')
     # Serving exports.
     if self.litert_quantize != 'none' and not self.export_litert:
       raise UserError(f'--litert_quantize={self.litert_quantize} applies to the LiteRT file: '

@@ -19,6 +19,7 @@ from trainer.data import pipeline
 from trainer.data import sources
 from trainer.jobs import init_from
 from trainer.jobs import plan as plan_lib
+from trainer.jobs import target as target_lib
 from trainer.model import export
 from trainer.model import freezing
 from trainer.model import input_wait
@@ -145,6 +146,8 @@ class _Run:
     self.tuning = hypertune.reporter(config, self.chief)
     self.eval_history = []
     self.train_seconds = 0.0
+    self.target = target_lib.TargetWatch(config.target_accuracy, config.batch_size,
+                                         dirs.checkpoint_dir, self.chief)
     self.start = time.time()
 
   def _writing(self, what, folder):
@@ -170,14 +173,17 @@ class _Run:
         self.strategy, self.source, config.batch_size, cache=config.cache,
         threads=config.input_threads)
     self.start = time.time()
+    self.target.start(resumed)
     eval_result = None
-    while trainer.step < plan.total_steps:
+    while trainer.step < plan.total_steps and not self.target.done:
       step = self._train_loop(train_iterator)
       with self._writing(f'the checkpoint of step {step}', self.checkpoints.directory):
+        self.target.note(step, self.train_seconds)
         self.watcher.check(step, self.checkpoints)
       if plan.is_eval_step(step):
         eval_result = self._evaluate(step, eval_data, eval_steps)
-      if plan.is_checkpoint_step(step):
+      # The target reached: save, export and report as at the end of the schedule.
+      if plan.is_checkpoint_step(step) or self.target.done:
         self.lock.check()
         with self._writing(f'the checkpoint of step {step}', self.checkpoints.directory):
           self.checkpoints.save(step)
@@ -248,6 +254,8 @@ class _Run:
     self.eval_history.append({'step': step, 'eval_loss': result[0], 'eval_accuracy': result[1],
                               'train_seconds': round(self.train_seconds, 2),
                               'wall_seconds': round(time.time() - self.start, 2)})
+    with self._writing('the time to the target', self.checkpoints.directory):
+      self.target.evaluated(step, result[1], self.train_seconds)
     with self._writing('the best model', os.path.join(self.dirs.checkpoint_dir,
                                                       checkpointing.BEST_DIR)):
       with trainer.averaged_weights():
@@ -271,6 +279,10 @@ class _Run:
         'wall_seconds': round(time.time() - self.start, 2),
         'dataset': self.info.name,
     }
+    target = self.target.result(trainer.step, self.eval_history)
+    if target is not None:
+      results['target'] = target
+      self.summaries.target(trainer.step, target)
     self.summaries.final_metrics(trainer.step, eval_loss=results['eval_loss'],
                                  eval_accuracy=results['eval_accuracy'])
     if self.chief:
