@@ -59,13 +59,14 @@ def test_presets_are_the_measured_large_batch_recipe_at_their_batch(name):
 
 
 @pytest.mark.parametrize('name', ['multi_gpu', 'multi_worker', 'tpu'])
-def test_accelerator_presets_hold_the_data_on_the_device(name):
-  assert load(REPO / 'configs' / f'{name}.cfg').input == 'device'
+def test_accelerator_presets_hold_the_data_on_the_device_and_pick_their_precision(name):
+  config = load(REPO / 'configs' / f'{name}.cfg')
+  assert config.input == 'device' and config.mixed_precision == 'auto'
 
 
 def test_tpu_preset():
   config = load(REPO / 'configs' / 'tpu.cfg')
-  assert config.strategy == 'tpu' and config.mixed_precision == 'mixed_bfloat16'
+  assert config.strategy == 'tpu' and config.mixed_precision == 'auto'  # bfloat16 there.
   assert config.batch_size >= 1024 and config.batch_size % 8 == 0  # v2/v3-8: 8 cores.
   assert config.steps_per_loop > 50_000 // config.batch_size  # A whole epoch per call.
   assert config.data_dir.startswith('gs://') and config.model_dir.startswith('gs://')

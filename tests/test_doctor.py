@@ -70,6 +70,11 @@ def test_this_machine_passes_and_the_report_is_true(tmp_path):
   timed = checks['timed_run'][0][1]
   assert 'steps/s' in timed and 'examples/s per replica' in timed and 'no download' in timed
   assert 'input wait' in timed
+  assert status['precision'] == ['ok']
+  compared = checks['precision'][0][1]
+  assert compared.startswith('fastest here: ')
+  assert all(f' {name} ' in compared for name in ('float32', 'bfloat16', 'float16'))
+  assert '--mixed_precision=auto picks' in compared
   # The probes left nothing: no run folder, the data folder as it was.
   assert not (tmp_path / 'runs').exists()
   assert sorted(p.name for p in data.iterdir()) == ['kept']

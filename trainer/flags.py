@@ -65,7 +65,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   define('integer', 'input_threads', 'Private tf.data thread pool of this size for the input '
          'pipeline; 0: TensorFlow\'s shared pool.')
   define('string', 'mixed_precision', f'Keras mixed-precision policy: '
-         f'{", ".join(MIXED_PRECISION)}.')
+         f'{", ".join(MIXED_PRECISION)} (auto: bfloat16 on TPUs, GPUs of compute capability '
+         '8.0+ and CPUs with AMX or AVX512-BF16; float16 on 7.x; float32 elsewhere).')
   define('bool', 'jit_compile', 'Compile the forward/backward pass with XLA.')
   define('string', 'augment', f'Training augmentation: {", ".join(AUGMENTATIONS)} (random '
          'horizontal flips, and shifts of up to 4 pixels; no flips for data sets where a mirror '

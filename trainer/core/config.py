@@ -10,7 +10,8 @@ from typing import Optional, Tuple
 from trainer.core.errors import UserError
 
 STRATEGIES = ('default', 'one_device', 'mirrored', 'multi_worker', 'tpu')
-MIXED_PRECISION = ('none', 'mixed_float16', 'mixed_bfloat16')
+# auto: what the hardware computes fastest (trainer/core/precision.py).
+MIXED_PRECISION = ('none', 'mixed_float16', 'mixed_bfloat16', 'auto')
 LR_SCHEDULES = ('constant', 'cosine')
 AUGMENTATIONS = ('none', 'flip', 'flip_shift')
 INPUTS = ('host', 'device')

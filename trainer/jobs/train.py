@@ -13,6 +13,7 @@ import tensorflow as tf
 from trainer.core import accelerators
 from trainer.core.config import Config
 from trainer.core import distribute
+from trainer.core import precision
 from trainer.core.errors import UserError
 from trainer.data import device_input
 from trainer.data import pipeline
@@ -208,6 +209,8 @@ class _Run:
                  plan.per_replica_batch, plan.steps_per_epoch, plan.total_steps, info.name,
                  info.num_train_examples, info.num_eval_examples, self.model_dir)
     logging.info('optimizer %s', optimizers.describe(config))
+    policy, why = precision.resolve(config.mixed_precision, self.strategy)
+    logging.info('precision %s (%s)', precision.describe(policy), why)
     if resumed is not None:
       logging.info('resumed from step %d (epoch %d): %s', resumed, plan.epoch_of(resumed),
                    self.checkpoints.restored_path)
