@@ -162,3 +162,28 @@ def test_the_command_line_says_in_one_line_when_the_target_was_missed(tmp_path):
   assert _results(tmp_path / 'run')['target'] == {
       'accuracy': 0.9, 'reached': False, 'steps_trained': 4, 'best_eval_accuracy': 0.5,
       'best_step': 2}
+
+
+def test_the_schedule_follows_the_batch_and_the_target():
+  table = target_lib.SCHEDULE_STEPS
+  for target, steps in table.items():
+    for batch, count in steps.items():
+      assert target_lib.schedule_steps(batch, target) == count  # The tuned points themselves.
+    batches = [32, 64, 96, 128, 256, 512, 1024, 2048, 4096, 8192]
+    lengths = [target_lib.schedule_steps(b, target) for b in batches]
+    assert lengths == sorted(lengths, reverse=True)  # More examples a step, fewer steps.
+  middle = target_lib.schedule_steps(512, 0.675)
+  assert table[0.65][512] < middle < table[0.70][512]
+  with pytest.raises(UserError, match='--target_schedule knows targets from 0.65 to 0.7'):
+    target_lib.schedule_steps(512, 0.8)
+
+
+def test_target_schedule_needs_a_target_and_warmup_fraction_a_share():
+  with pytest.raises(UserError, match='--target_schedule sizes the run for --target_accuracy'):
+    Config(target_schedule=True).validate()
+  with pytest.raises(UserError, match='--warmup_fraction is a share of the run'):
+    Config(lr_schedule='cosine', warmup_fraction=1.5).validate()
+  with pytest.raises(UserError, match='give one of --warmup_steps, --warmup_epochs'):
+    Config(lr_schedule='cosine', warmup_fraction=0.1, warmup_epochs=1).validate()
+  config = Config(lr_schedule='cosine', warmup_fraction=0.1)
+  assert config.warmup_steps_for(steps_per_epoch=781, total_steps=450) == 45

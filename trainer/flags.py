@@ -76,6 +76,16 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   define('integer', 'warmup_steps', 'Linear warm-up from 0 to --learning_rate (cosine only).')
   define('float', 'warmup_epochs', 'The warm-up in epochs instead of steps (cosine only): '
          'the same share of the run at any batch size.')
+  define('bool', 'whiten_init', 'A new run\'s first convolution starts as a whitening '
+         'filter bank of 3x3 patches of the training images (each principal component as w '
+         'and -w, scaled to unit variance), as the CIFAR-10 speed runs start; the model is '
+         'unchanged.')
+  define('float', 'warmup_fraction', 'The warm-up as a share of the run\'s steps (cosine '
+         'only), e.g. 0.1.')
+  define('bool', 'target_schedule', 'With --target_accuracy: the run\'s length follows from '
+         '--batch_size and the target by the rule of trainer/jobs/target.py (steps measured '
+         'for 65% and 70% on CIFAR-10 with configs/time_to_target.cfg), so that the decay '
+         'ends where the target is reached; --epochs and --train_steps are ignored.')
   define('string', 'optimizer', f'Keras optimizer: {", ".join(OPTIMIZERS)} (adam: the '
          'tutorial\'s).')
   define('float', 'weight_decay', 'Decoupled weight decay (not for adam; biases excluded); '

@@ -74,6 +74,8 @@ class Config:
   warmup_steps: int = 0
   label_smoothing: float = 0.0
   warmup_epochs: float = 0.0  # Warm-up in epochs: the same share of the run at any batch.
+  warmup_fraction: float = 0.0  # Warm-up as a share of the run's steps.
+  whiten_init: bool = False  # The first conv starts as a whitening filter bank (model/whitening.py).
 
   # Large batches (trainer/model/optimizers.py): the optimizer, and the rate scaled to the batch.
   optimizer: str = 'adam'
@@ -94,6 +96,9 @@ class Config:
   # this eval accuracy (0: off); evaluations every N examples at any batch, not at epoch ends.
   target_accuracy: float = 0.0
   eval_every_examples: int = 0
+  # The run's length from --batch_size and --target_accuracy (jobs/target.py, schedule_steps):
+  # a schedule whose decay ends where the target is reached.
+  target_schedule: bool = False
   keep_checkpoints: int = 3
   deterministic: bool = False
   export_dir: Optional[str] = None  # Default: <model_dir>/export.
@@ -127,11 +132,17 @@ class Config:
                         f'{", ".join(choices)}')
     if not 0.0 <= self.label_smoothing < 1.0:
       raise UserError(f'--label_smoothing must be in [0, 1), got {self.label_smoothing}')
-    for name in ('warmup_steps', 'warmup_epochs'):
+    warmups = ('warmup_steps', 'warmup_epochs', 'warmup_fraction')
+    for name in warmups:
       if getattr(self, name) and self.lr_schedule == 'constant':
         raise UserError(f'--{name} only applies to --lr_schedule=cosine')
-    if self.warmup_steps and self.warmup_epochs:
-      raise UserError('give --warmup_steps or --warmup_epochs, not both')
+    if sum(bool(getattr(self, name)) for name in warmups) > 1:
+      raise UserError('give one of --warmup_steps, --warmup_epochs, --warmup_fraction')
+    if not 0.0 <= self.warmup_fraction < 1.0:
+      raise UserError(f'--warmup_fraction is a share of the run in [0, 1), got '
+                      f'{self.warmup_fraction}')
+    if self.target_schedule and not self.target_accuracy:
+      raise UserError('--target_schedule sizes the run for --target_accuracy: give it too')
     self._validate_optimizer()
     for name in ('batch_size', 'base_batch_size', 'steps_per_loop', 'shuffle_buffer',
                  'keep_checkpoints', 'device_data_max_mb'):
@@ -234,7 +245,9 @@ class Config:
     ratio = max(self.batch_size / self.base_batch_size, 1.0)
     return max(1.0 - (1.0 - base) * ratio, 0.0)
 
-  def warmup_steps_for(self, steps_per_epoch: int) -> int:
+  def warmup_steps_for(self, steps_per_epoch: int, total_steps: int = 0) -> int:
+    if self.warmup_fraction:
+      return max(1, round(self.warmup_fraction * total_steps))
     if self.warmup_epochs:
       return max(1, round(self.warmup_epochs * steps_per_epoch))
     return self.warmup_steps

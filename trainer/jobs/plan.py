@@ -6,6 +6,7 @@ import dataclasses
 from trainer.core.config import Config
 from trainer.core import distribute
 from trainer.core.errors import UserError
+from trainer.jobs import target
 
 
 @dataclasses.dataclass
@@ -53,6 +54,8 @@ def make_plan(config: Config, info, strategy) -> Plan:
     raise UserError(f'--batch_size={config.batch_size} is larger than the '
                     f'{info.num_train_examples} training examples of {info.name}')
   total = config.train_steps or config.epochs * steps_per_epoch
+  if config.target_schedule:
+    total = target.schedule_steps(config.batch_size, config.target_accuracy)
   eval_every = config.eval_every_steps
   if config.eval_every_examples:
     eval_every = -(-config.eval_every_examples // config.batch_size)

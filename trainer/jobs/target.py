@@ -12,17 +12,51 @@ it trained are not. A run resumed after it reached the target trains no further.
 """
 
 import logging
+import math
 import os
 import time
 from typing import Optional
 
 import tensorflow as tf
 
+from trainer.core.errors import UserError
 from trainer.report import logs
 from trainer.run_folder import checkpointing
 from trainer.run_folder import records
 
 RECORD_FILE = 'time_to_target.json'
+
+# --target_schedule: the run's steps for each target at the global batches tuned, with
+# configs/time_to_target.cfg on CIFAR-10 (a validation split held out of the training data;
+# benchmarks/time_to_target.md): the shortest cosine schedule whose end reached the target,
+# with a margin for the seeds and the test split. In between, log(steps) is interpolated
+# linearly in log(batch), and linearly between the targets; beyond the batches measured the
+# nearest segment's slope goes on.
+SCHEDULE_STEPS = {0.65: {64: 480, 512: 100, 4096: 36},
+                  0.70: {64: 900, 512: 180, 4096: 120}}
+
+
+def _log_log(batch: int, table: dict) -> float:
+  batches = sorted(table)
+  index = max(1, min(len(batches) - 1, sum(b <= batch for b in batches)))
+  low, high = batches[index - 1], batches[index]
+  slope = math.log(table[high] / table[low]) / math.log(high / low)
+  return table[low] * (batch / low) ** slope
+
+
+def schedule_steps(batch_size: int, target: float) -> int:
+  """The steps of a run meant to end at `target` with global batch `batch_size`."""
+  targets = sorted(SCHEDULE_STEPS)
+  if not targets[0] <= target <= targets[-1]:
+    raise UserError(f'--target_schedule knows targets from {targets[0]} to {targets[-1]} '
+                    f'(measured on CIFAR-10), not {target}; give --train_steps or --epochs '
+                    'instead')
+  upper = next(t for t in targets if t >= target)
+  lower = targets[max(targets.index(upper) - 1, 0)]
+  share = (target - lower) / (upper - lower) if upper > lower else 0.0
+  steps = (1 - share) * _log_log(batch_size, SCHEDULE_STEPS[lower]) + \
+      share * _log_log(batch_size, SCHEDULE_STEPS[upper])
+  return max(1, math.ceil(steps))
 
 
 class TargetWatch:

@@ -27,6 +27,7 @@ from trainer.model import input_wait
 from trainer.model import metrics
 from trainer.model import optimizers
 from trainer.model import steps
+from trainer.model import whitening
 from trainer.report import hypertune
 from trainer.report import logs
 from trainer.report import profiling
@@ -97,6 +98,8 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
     lock.release()
 
 
+_WHITENING_IMAGES = 5000  # --whiten_init: the first training images its statistics use.
+
 # Where a run reads and writes, and how often it saves: no bearing on what it learns.
 _NOT_HPARAMS = ('data_dir', 'model_dir', 'tensorboard_dir', 'checkpoint_dir', 'export_dir',
                 'tpu', 'startup_timeout', 'profile_steps', 'checkpoint_every_steps',
@@ -163,6 +166,9 @@ class _Run:
     # Restore before writing anything: an incompatible run folder must stay untouched.
     resumed = self.checkpoints.restore()
     weights_from = init_from.initialize(self.config, self.trainer.model, self.model_dir, resumed)
+    if self.config.whiten_init and resumed is None and not weights_from:
+      images, _ = sources.first_examples(self.source, _WHITENING_IMAGES)
+      whitening.apply(self.trainer.model, images / 255.0, self.config.seed)
     self._announce(resumed, weights_from)
     config, plan, trainer = self.config, self.plan, self.trainer
     train_iterator = pipeline.distributed_train_iterator(
