@@ -83,8 +83,9 @@ def test_time_to_target_preset_follows_the_batch_and_the_target(batch, target):
   replicas = type('One', (), dict(num_replicas_in_sync=1))
   plan = plan_lib.make_plan(config, info, replicas)
   assert plan.total_steps == target_lib.schedule_steps(batch, target)
-  assert plan.eval_every_steps == -(-8192 // batch) and not plan.eval_at_epoch_ends
-  assert config.scaled_learning_rate == pytest.approx(0.0452 * (batch / 1024) ** 0.5)
-  assert config.scaled_momentum == pytest.approx(0.95 if batch <= 1024 else
-                                                 1 - 0.05 * batch / 1024)
+  assert plan.eval_every_steps == -(-16384 // batch) and not plan.eval_at_epoch_ends
+  assert config.scaled_learning_rate == pytest.approx(0.0452 * min(batch / 1024, 1) ** 0.5)
+  assert config.scaled_momentum == pytest.approx(0.9 if batch <= 1024 else
+                                                 1 - 0.1 * batch / 1024)
   assert config.mixed_precision == 'auto' and config.warmup_fraction == 0.1
+  assert config.whiten_init and config.optimizer == 'muon'

@@ -46,7 +46,8 @@ def test_each_optimizer_lowers_the_loss_and_resumes_bit_exactly(tmp_path, optimi
 
 @pytest.mark.parametrize('scaling,batch,expected', [
     ('none', 512, 1e-3), ('linear', 64, 1e-3), ('linear', 512, 8e-3), ('linear', 32, 5e-4),
-    ('sqrt', 256, 2e-3), ('sqrt', 4096, 8e-3)])
+    ('sqrt', 256, 2e-3), ('sqrt', 4096, 8e-3), ('sqrt_capped', 16, 5e-4),
+    ('sqrt_capped', 64, 1e-3), ('sqrt_capped', 4096, 1e-3)])
 def test_the_rate_is_scaled_from_the_base_batch(scaling, batch, expected):
   config = Config(learning_rate=1e-3, lr_scaling=scaling, batch_size=batch)
   assert config.scaled_learning_rate == pytest.approx(expected)

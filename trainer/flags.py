@@ -99,7 +99,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   define('float', 'muon_adam_lr_ratio', 'muon: the rate of its AdamW branch (biases and the '
          'output layer) as a fraction of --learning_rate; default Keras\' 1.')
   define('string', 'lr_scaling', f'{", ".join(LR_SCALINGS)}: scale --learning_rate from '
-         '--base_batch_size to the global --batch_size, linearly or by the square root.')
+         '--base_batch_size to the global --batch_size, linearly or by the square root '
+         '(sqrt_capped: by the square root below the base, the base\'s rate above it).')
   define('string', 'momentum_scaling', f'{", ".join(MOMENTUM_SCALINGS)}: sgd, muon: above '
          '--base_batch_size, 1 - --momentum grows in proportion to the global batch (0.95 at '
          'the base is 0.9 at twice the base); at or below the base it stays as given.')

@@ -16,7 +16,8 @@ LR_SCHEDULES = ('constant', 'cosine')
 AUGMENTATIONS = ('none', 'flip', 'flip_shift')
 INPUTS = ('host', 'device')
 OPTIMIZERS = ('adam', 'adamw', 'lamb', 'lion', 'sgd', 'muon')
-LR_SCALINGS = ('none', 'linear', 'sqrt')
+# sqrt_capped: the square root up to --base_batch_size, the base's rate above it.
+LR_SCALINGS = ('none', 'linear', 'sqrt', 'sqrt_capped')
 MOMENTUM_SCALINGS = ('none', 'linear')
 # The optimizers that take --momentum, with their default (sgd: ours; muon: Keras').
 MOMENTUM_DEFAULTS = {'sgd': 0.9, 'muon': 0.95}
@@ -229,7 +230,8 @@ class Config:
     """The peak rate for the global batch: --learning_rate is the rate at
     --base_batch_size, scaled linearly or by the square root (--lr_scaling)."""
     ratio = self.batch_size / self.base_batch_size
-    factor = {'none': 1.0, 'linear': ratio, 'sqrt': ratio ** 0.5}[self.lr_scaling]
+    factor = {'none': 1.0, 'linear': ratio, 'sqrt': ratio ** 0.5,
+              'sqrt_capped': min(ratio, 1.0) ** 0.5}[self.lr_scaling]
     return self.learning_rate * factor
 
   @property
