@@ -3,7 +3,8 @@ and the seconds to 65% against the tutorial's own code, side by side on this mac
 
     python -m benchmarks.time_to_target --data_dir=../shared/datasets/tfds \\
         [--batch_sizes=64,128,256,512,1024,2048,4096] [--targets=0.65,0.70] [--seeds=10] \\
-        [--jobs=1] [--out=runs/time_to_target] [-- --any_trainer_flag=value ...]
+        [--jobs=1] [--out=runs/time_to_target] [--include=EARLIER.json,...]
+        [-- --any_trainer_flag=value ...]
 
 Each run is `python -m trainer.main --flagfile=configs/time_to_target.cfg --batch_size=B
 --target_accuracy=X --seed=S` in a process of its own, on one device: the steps to a target
@@ -22,6 +23,7 @@ steps to each target against the batch with the ideal line (steps_to_target.png)
 import concurrent.futures
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -42,6 +44,9 @@ _FIRST_SEED = flags.DEFINE_integer('first_seed', 1, 'The first seed.')
 _JOBS = flags.DEFINE_integer('jobs', 1, 'Trainings at a time (steps do not depend on it).')
 _TIMING_ROUNDS = flags.DEFINE_integer('timing_rounds', 1, 'Rounds of the side-by-side '
                                       'timing (0: none).')
+_INCLUDE = flags.DEFINE_list('include', [], 'time_to_target.json files of earlier runs of '
+                             'this script whose runs and timing join this one\'s (with '
+                             '--seeds=0 --timing_rounds=0: only merge, summarize and plot).')
 _OUT = flags.DEFINE_string('out', 'runs/time_to_target', 'Where the JSON and plots go.')
 _SMOKE = flags.DEFINE_bool('smoke', False, 'A few steps on a slice of the data, to check '
                            'that the script works (figures meaningless).')
@@ -95,6 +100,7 @@ def _train(batch_size, target, seed, extra):
   command += (_SMOKE_FLAGS if _SMOKE.value else []) + extra
   measure.run(command)
   results = measure.record(model_dir)
+  shutil.rmtree(model_dir, ignore_errors=True)  # Hundreds of runs, each with its export.
   reached = results['target']
   return {'batch_size': batch_size, 'target': target, 'seed': seed,
           'reached': reached['reached'], 'steps': reached.get('step'),
@@ -102,8 +108,7 @@ def _train(batch_size, target, seed, extra):
           'train_seconds': reached.get('train_seconds'),
           'steps_trained': results['global_step'],
           'final_accuracy': results['eval_accuracy'],
-          'curve': [(e['step'], e['eval_accuracy']) for e in results['eval_history']],
-          'model_dir': model_dir}
+          'curve': [(e['step'], e['eval_accuracy']) for e in results['eval_history']]}
 
 
 def olympic_mean(values):
@@ -178,6 +183,12 @@ def main(argv):
             + (f'step {run["steps"]}  ({run["wall_seconds"]:.1f} s)' if run['reached']
                else f'not reached in {run["steps_trained"]} steps '
                     f'({run["final_accuracy"]:.4f})'), flush=True)
+  earlier_timing = []
+  for path in _INCLUDE.value:
+    with open(path) as f:
+      earlier = json.load(f)
+    runs += earlier['runs']
+    earlier_timing += earlier['timing']
   runs.sort(key=lambda r: (r['target'], r['batch_size'], r['seed']))
   rows = summarize(runs)
   print(f'\n{"target":>6}{"batch":>7}{"reached":>9}{"median":>8}{"olympic":>9}{"spread":>12}'
@@ -187,7 +198,7 @@ def main(argv):
     print(f'{row["target"]:>6.0%}{row["batch_size"]:>7}{row["reached"]:>5}/{row["seeds"]:<3}'
           f'{_fmt(row["median_steps"]):>8}{_fmt(row["olympic_mean_steps"], ".1f"):>9}'
           f'{spread:>12}{_fmt(row["efficiency"], ".2f"):>7}')
-  timing = _timing(extra)
+  timing = earlier_timing + _timing(extra)
   if timing:
     ratios = [r['tutorial_wall_seconds'] / r['preset_wall_seconds'] for r in timing
               if r['preset_reached']]

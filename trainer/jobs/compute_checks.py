@@ -180,10 +180,11 @@ def precision_check(config: Config, strategy: tf.distribute.Strategy) -> Check:
     return Check('precision', FAIL, f'no precision trains here: {failure}')
   auto, why = precision.resolve(precision.AUTO, strategy)
   fastest = timed[-1][1]
-  rates_text = ', '.join(f'{precision.describe(policy).split(" ")[0]} {rate:.0f}'
-                         for rate, policy in reversed(timed))
-  message = (f'fastest here: {precision.describe(fastest)} (examples/s: {rates_text}); '
-             f'--mixed_precision=auto picks {precision.describe(auto)} ({why})')
+  name = lambda policy: precision.describe(policy).split(' ')[0]
+  others = ', '.join(f'{name(policy)} {rate:.0f}' for rate, policy in reversed(timed[:-1]))
+  message = (f'fastest here: {name(fastest)} at {timed[-1][0]:.0f} examples/s'
+             + (f' ({others})' if others else '') + f'; --mixed_precision=auto picks '
+             f'{name(auto)}: {why[len("auto: "):]}')
   fields = {f'examples_per_second_{policy}': round(rate, 1) for rate, policy in timed}
   fields.update(fastest=fastest, auto=auto)
   return Check('precision', OK, message, fields)
