@@ -13,6 +13,13 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
+def _plain_numbers(axis):
+  """Tick labels of a log axis as 300, not 3 x 10^2."""
+  plain = matplotlib.ticker.FuncFormatter(lambda value, _: f'{value:g}')
+  axis.set_major_formatter(plain)
+  axis.set_minor_formatter(plain)
+
+
 def _log2_batches(axes, batches):
   axes.set_xscale('log', base=2)
   axes.set_xticks(batches)
@@ -53,6 +60,7 @@ def accuracy_curves(curves, targets, path: str) -> None:
   for target in targets:
     axes.axhline(target, color='grey', linestyle='--', linewidth=1)
   axes.set_xscale('log')
+  _plain_numbers(axes.xaxis)
   axes.set_xlabel('training steps (log scale)')
   axes.set_ylabel('test accuracy')
   axes.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
@@ -88,6 +96,7 @@ def steps_to_target(rows, path: str) -> None:
               label=f'{target:.0%}: ideal, steps x batch constant')
   _log2_batches(axes, batches)
   axes.set_yscale('log')
+  _plain_numbers(axes.yaxis)
   axes.set_ylabel('steps to target (log scale)')
   axes.set_title('Steps to the target test accuracy against global batch size '
                  '(bar: min-max of seeds)')
