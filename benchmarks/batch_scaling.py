@@ -26,7 +26,7 @@ from absl import app
 from absl import flags
 
 from benchmarks import measure
-from benchmarks import scaling_plot
+from benchmarks import plots
 
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS folder with cifar10 (as for training).')
 _RECIPE = flags.DEFINE_string('recipe', 'configs/scaling.cfg', 'Flagfile of the recipe.')
@@ -111,7 +111,7 @@ def main(argv):
     with open(path) as f:
       earlier = json.load(f)
     series.append((earlier['recipe'], earlier['summary']))
-  scaling_plot.save(series, TUTORIAL_ACCURACY, os.path.join(_OUT.value, 'scaling.png'))
+  plots.batch_scaling(series, TUTORIAL_ACCURACY, os.path.join(_OUT.value, 'scaling.png'))
   print(f'wrote {_OUT.value}/scaling.json and scaling.png'
         + (' (SMOKE: figures meaningless)' if _SMOKE.value else ''))
 

@@ -35,19 +35,46 @@ def test_throughput_benchmark_smoke(cifar_dir):
     assert ratio in out
 
 
-def test_time_to_accuracy_benchmark_smoke(cifar_dir):
+def test_time_to_target_benchmark_smoke(cifar_dir, tmp_path):
   result = forked.run(
-      [sys.executable, '-m', 'tests.benchmark_smoke', 'benchmarks.time_to_accuracy', '--smoke',
-       f'--data_dir={cifar_dir}'], cwd=REPO, capture_output=True, text=True, timeout=600)
+      [sys.executable, '-m', 'tests.benchmark_smoke', 'benchmarks.time_to_target', '--smoke',
+       '--batch_sizes=32,64', '--targets=0.15,0.65', '--seeds=3', '--jobs=2',
+       f'--out={tmp_path}', f'--data_dir={cifar_dir}'], cwd=REPO, capture_output=True,
+      text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
-  rows = [l for l in result.stdout.splitlines()
-          if l.startswith(('tutorial code', 'trainer --flagfile'))]
-  assert [r.split('  ')[0] for r in rows] == [
-      'tutorial code (model.fit)', 'trainer --flagfile=configs/tutorial.cfg',
-      'trainer --flagfile=configs/fast.cfg']
+  record = json.loads((tmp_path / 'time_to_target.json').read_text())
+  assert len(record['runs']) == 2 * 2 * 3
+  rows = record['summary']
+  assert [(r['target'], r['batch_size']) for r in rows] == [
+      (0.15, 32), (0.15, 64), (0.65, 32), (0.65, 64)]
   for row in rows:
-    accuracy = float(row.split()[-4])
-    assert 0.0 <= accuracy <= 1.0
+    mine = [r for r in record['runs']
+            if (r['target'], r['batch_size']) == (row['target'], row['batch_size'])]
+    assert row['seeds'] == 3 and row['reached'] == sum(r['reached'] for r in mine)
+    for run in mine:  # A run stops at its target, or trains its 4 smoke steps.
+      assert run['steps_trained'] == (run['steps'] if run['reached'] else 4)
+  timing = record['timing']
+  assert len(timing) == 1 and timing[0]['tutorial_wall_seconds'] > 0
+  assert 'the tutorial\'s code' in result.stdout
+  for picture in ('accuracy_curves.png', 'steps_to_target.png'):
+    assert (tmp_path / picture).stat().st_size > 10_000
+
+
+def test_time_to_target_summary():
+  from benchmarks import time_to_target  # pylint: disable=g-import-not-at-top
+  runs = [dict(target=0.65, batch_size=64, reached=True, steps=s, wall_seconds=1.0)
+          for s in (400, 500, 600, 700)]
+  runs += [dict(target=0.65, batch_size=512, reached=s is not None, steps=s, wall_seconds=1.0)
+           for s in (50, 100, None)]
+  runs += [dict(target=0.65, batch_size=4096, reached=s is not None, steps=s, wall_seconds=1.0)
+           for s in (20, None, None)]
+  small, middle, large = time_to_target.summarize(runs)
+  assert (small['median_steps'], small['olympic_mean_steps'], small['min_steps'],
+          small['max_steps'], small['efficiency']) == (550, 550, 400, 700, 1.0)
+  # An unreached seed counts as endless: the median of 50, 100 and never is 100.
+  assert (middle['reached'], middle['median_steps'], middle['olympic_mean_steps']) == (2, 100, 75)
+  assert middle['efficiency'] == 550 * 64 / (100 * 512)
+  assert large['median_steps'] is None and large['efficiency'] is None
 
 
 def test_fine_tuning_benchmark_smoke(cifar_dir, tmp_path):

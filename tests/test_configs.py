@@ -59,13 +59,33 @@ def test_presets_are_the_measured_large_batch_recipe_at_their_batch(name):
 
 
 @pytest.mark.parametrize('name', ['multi_gpu', 'multi_worker', 'tpu'])
-def test_accelerator_presets_hold_the_data_on_the_device(name):
-  assert load(REPO / 'configs' / f'{name}.cfg').input == 'device'
+def test_accelerator_presets_hold_the_data_on_the_device_and_pick_their_precision(name):
+  config = load(REPO / 'configs' / f'{name}.cfg')
+  assert config.input == 'device' and config.mixed_precision == 'auto'
 
 
 def test_tpu_preset():
   config = load(REPO / 'configs' / 'tpu.cfg')
-  assert config.strategy == 'tpu' and config.mixed_precision == 'mixed_bfloat16'
+  assert config.strategy == 'tpu' and config.mixed_precision == 'auto'  # bfloat16 there.
   assert config.batch_size >= 1024 and config.batch_size % 8 == 0  # v2/v3-8: 8 cores.
   assert config.steps_per_loop > 50_000 // config.batch_size  # A whole epoch per call.
   assert config.data_dir.startswith('gs://') and config.model_dir.startswith('gs://')
+
+
+@pytest.mark.parametrize('batch', [64, 128, 256, 512, 1024, 2048, 4096])
+@pytest.mark.parametrize('target', [0.65, 0.7])
+def test_time_to_target_preset_follows_the_batch_and_the_target(batch, target):
+  from trainer.jobs import plan as plan_lib  # pylint: disable=g-import-not-at-top
+  from trainer.jobs import target as target_lib  # pylint: disable=g-import-not-at-top
+  config = load(REPO / 'configs' / 'time_to_target.cfg', f'--batch_size={batch}',
+                f'--target_accuracy={target}')
+  info = type('Info', (), dict(num_train_examples=50_000, name='cifar10'))
+  replicas = type('One', (), dict(num_replicas_in_sync=1))
+  plan = plan_lib.make_plan(config, info, replicas)
+  assert plan.total_steps == target_lib.schedule_steps(batch, target)
+  assert plan.eval_every_steps == -(-16384 // batch) and not plan.eval_at_epoch_ends
+  assert config.scaled_learning_rate == pytest.approx(0.0452 * min(batch / 1024, 1) ** 0.5)
+  assert config.scaled_momentum == pytest.approx(0.9 if batch <= 1024 else
+                                                 1 - 0.1 * batch / 1024)
+  assert config.mixed_precision == 'auto' and config.warmup_fraction == 0.1
+  assert config.whiten_init and config.optimizer == 'muon'

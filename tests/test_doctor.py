@@ -3,6 +3,7 @@ failure; and each check that can fail here fails with one line naming what and w
 
 import json
 import os
+import re
 import socket
 import sys
 
@@ -85,6 +86,12 @@ def test_this_machine_passes_and_the_report_is_true(tmp_path):
   timed = checks['timed_run'][0][1]
   assert 'steps/s' in timed and 'examples/s per replica' in timed and 'no download' in timed
   assert 'input wait' in timed
+  assert status['precision'] == ['ok']
+  compared = checks['precision'][0][1]
+  assert compared.startswith('fastest here: ')
+  for name in ('float32', 'bfloat16', 'float16'):  # Each timed, fastest first.
+    assert re.search(rf'(fastest here: |\(|, ){name} (at )?[0-9]+', compared), compared
+  assert '--mixed_precision=auto picks' in compared
   # The probes left nothing: no run folder, the data folder as it was.
   assert not (tmp_path / 'runs').exists()
   assert sorted(p.name for p in data.iterdir()) == ['kept']

@@ -46,7 +46,8 @@ def test_each_optimizer_lowers_the_loss_and_resumes_bit_exactly(tmp_path, optimi
 
 @pytest.mark.parametrize('scaling,batch,expected', [
     ('none', 512, 1e-3), ('linear', 64, 1e-3), ('linear', 512, 8e-3), ('linear', 32, 5e-4),
-    ('sqrt', 256, 2e-3), ('sqrt', 4096, 8e-3)])
+    ('sqrt', 256, 2e-3), ('sqrt', 4096, 8e-3), ('sqrt_capped', 16, 5e-4),
+    ('sqrt_capped', 64, 1e-3), ('sqrt_capped', 4096, 1e-3)])
 def test_the_rate_is_scaled_from_the_base_batch(scaling, batch, expected):
   config = Config(learning_rate=1e-3, lr_scaling=scaling, batch_size=batch)
   assert config.scaled_learning_rate == pytest.approx(expected)
@@ -107,7 +108,8 @@ def test_the_run_says_and_records_the_effective_rate(tmp_path, small_source, cap
     (dict(optimizer='muon', muon_adam_lr_ratio=0.0), '--muon_adam_lr_ratio must be positive'),
     (dict(ema_decay=1.0), r'--ema_decay must be in \[0, 1\)'),
     (dict(warmup_epochs=1.0), '--warmup_epochs only applies to --lr_schedule=cosine'),
-    (dict(lr_schedule='cosine', warmup_epochs=1.0, warmup_steps=5), 'not both'),
+    (dict(lr_schedule='cosine', warmup_epochs=1.0, warmup_steps=5),
+     'give one of --warmup_steps, --warmup_epochs, --warmup_fraction'),
     (dict(base_batch_size=0), '--base_batch_size must be positive'),
 ])
 def test_large_batch_flags_are_validated(overrides, message):

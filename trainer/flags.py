@@ -66,7 +66,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   define('integer', 'input_threads', 'Private tf.data thread pool of this size for the input '
          'pipeline; 0: TensorFlow\'s shared pool.')
   define('string', 'mixed_precision', f'Keras mixed-precision policy: '
-         f'{", ".join(MIXED_PRECISION)}.')
+         f'{", ".join(MIXED_PRECISION)} (auto: bfloat16 on TPUs, GPUs of compute capability '
+         '8.0+ and CPUs with AMX or AVX512-BF16; float16 on 7.x; float32 elsewhere).')
   define('bool', 'jit_compile', 'Compile the forward/backward pass with XLA.')
   define('string', 'augment', f'Training augmentation: {", ".join(AUGMENTATIONS)} (random '
          'horizontal flips, and shifts of up to 4 pixels; no flips for data sets where a mirror '
@@ -76,6 +77,16 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   define('integer', 'warmup_steps', 'Linear warm-up from 0 to --learning_rate (cosine only).')
   define('float', 'warmup_epochs', 'The warm-up in epochs instead of steps (cosine only): '
          'the same share of the run at any batch size.')
+  define('bool', 'whiten_init', 'A new run\'s first convolution starts as a whitening '
+         'filter bank of 3x3 patches of the training images (each principal component as w '
+         'and -w, scaled to unit variance), as the CIFAR-10 speed runs start; the model is '
+         'unchanged.')
+  define('float', 'warmup_fraction', 'The warm-up as a share of the run\'s steps (cosine '
+         'only), e.g. 0.1.')
+  define('bool', 'target_schedule', 'With --target_accuracy: the run\'s length follows from '
+         '--batch_size and the target by the rule of trainer/jobs/target.py (steps measured '
+         'for 65% and 70% on CIFAR-10 with configs/time_to_target.cfg), so that the decay '
+         'ends where the target is reached; --epochs and --train_steps are ignored.')
   define('string', 'optimizer', f'Keras optimizer: {", ".join(OPTIMIZERS)} (adam: the '
          'tutorial\'s).')
   define('float', 'weight_decay', 'Decoupled weight decay (not for adam; biases excluded); '
@@ -89,7 +100,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   define('float', 'muon_adam_lr_ratio', 'muon: the rate of its AdamW branch (biases and the '
          'output layer) as a fraction of --learning_rate; default Keras\' 1.')
   define('string', 'lr_scaling', f'{", ".join(LR_SCALINGS)}: scale --learning_rate from '
-         '--base_batch_size to the global --batch_size, linearly or by the square root.')
+         '--base_batch_size to the global --batch_size, linearly or by the square root '
+         '(sqrt_capped: by the square root below the base, the base\'s rate above it).')
   define('string', 'momentum_scaling', f'{", ".join(MOMENTUM_SCALINGS)}: sgd, muon: above '
          '--base_batch_size, 1 - --momentum grows in proportion to the global batch (0.95 at '
          'the base is 0.9 at twice the base); at or below the base it stays as given.')
@@ -104,6 +116,12 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
          'epoch end); 0: epoch ends only.')
   define('integer', 'eval_every_steps', 'Evaluate every N steps (and at every epoch end); '
          '0: epoch ends only.')
+  define('float', 'target_accuracy', 'Stop at the first evaluation whose accuracy is at or '
+         'above this (e.g. 0.65), then save, export and report as at the end; results.json '
+         'records the step, examples and seconds it took. 0: train the whole schedule.')
+  define('integer', 'eval_every_examples', 'Evaluate every N training examples (rounded up '
+         'to whole steps), the same cadence at any batch size, and not at epoch ends; '
+         '0: --eval_every_steps decides.')
   define('integer', 'keep_checkpoints', 'Keep the newest N checkpoints.')
   define('bool', 'deterministic', 'TF op determinism: a resumed run ends with exactly the '
          'weights of an uninterrupted one (CPU; see README).')

@@ -10,12 +10,14 @@ from typing import Optional, Tuple
 from trainer.core.errors import UserError
 
 STRATEGIES = ('default', 'one_device', 'mirrored', 'multi_worker', 'tpu')
-MIXED_PRECISION = ('none', 'mixed_float16', 'mixed_bfloat16')
+# auto: what the hardware computes fastest (trainer/core/precision.py).
+MIXED_PRECISION = ('none', 'mixed_float16', 'mixed_bfloat16', 'auto')
 LR_SCHEDULES = ('constant', 'cosine')
 AUGMENTATIONS = ('none', 'flip', 'flip_shift')
 INPUTS = ('host', 'device')
 OPTIMIZERS = ('adam', 'adamw', 'lamb', 'lion', 'sgd', 'muon')
-LR_SCALINGS = ('none', 'linear', 'sqrt')
+# sqrt_capped: the square root up to --base_batch_size, the base's rate above it.
+LR_SCALINGS = ('none', 'linear', 'sqrt', 'sqrt_capped')
 MOMENTUM_SCALINGS = ('none', 'linear')
 # The optimizers that take --momentum, with their default (sgd: ours; muon: Keras').
 MOMENTUM_DEFAULTS = {'sgd': 0.9, 'muon': 0.95}
@@ -77,6 +79,8 @@ class Config:
   warmup_steps: int = 0
   label_smoothing: float = 0.0
   warmup_epochs: float = 0.0  # Warm-up in epochs: the same share of the run at any batch.
+  warmup_fraction: float = 0.0  # Warm-up as a share of the run's steps.
+  whiten_init: bool = False  # The first conv starts as a whitening filter bank (model/whitening.py).
 
   # Large batches (trainer/model/optimizers.py): the optimizer, and the rate scaled to the batch.
   optimizer: str = 'adam'
@@ -93,6 +97,13 @@ class Config:
 
   checkpoint_every_steps: int = 500  # Also at every epoch end; 0: epoch ends only.
   eval_every_steps: int = 0  # Also at every epoch end; 0: epoch ends only.
+  # Time to a result (trainer/jobs/target.py): stop at the first evaluation at or above
+  # this eval accuracy (0: off); evaluations every N examples at any batch, not at epoch ends.
+  target_accuracy: float = 0.0
+  eval_every_examples: int = 0
+  # The run's length from --batch_size and --target_accuracy (jobs/target.py, schedule_steps):
+  # a schedule whose decay ends where the target is reached.
+  target_schedule: bool = False
   keep_checkpoints: int = 3
   deterministic: bool = False
   export_dir: Optional[str] = None  # Default: $AIP_MODEL_DIR, else <model_dir>/export.
@@ -128,11 +139,17 @@ class Config:
                         f'{", ".join(choices)}')
     if not 0.0 <= self.label_smoothing < 1.0:
       raise UserError(f'--label_smoothing must be in [0, 1), got {self.label_smoothing}')
-    for name in ('warmup_steps', 'warmup_epochs'):
+    warmups = ('warmup_steps', 'warmup_epochs', 'warmup_fraction')
+    for name in warmups:
       if getattr(self, name) and self.lr_schedule == 'constant':
         raise UserError(f'--{name} only applies to --lr_schedule=cosine')
-    if self.warmup_steps and self.warmup_epochs:
-      raise UserError('give --warmup_steps or --warmup_epochs, not both')
+    if sum(bool(getattr(self, name)) for name in warmups) > 1:
+      raise UserError('give one of --warmup_steps, --warmup_epochs, --warmup_fraction')
+    if not 0.0 <= self.warmup_fraction < 1.0:
+      raise UserError(f'--warmup_fraction is a share of the run in [0, 1), got '
+                      f'{self.warmup_fraction}')
+    if self.target_schedule and not self.target_accuracy:
+      raise UserError('--target_schedule sizes the run for --target_accuracy: give it too')
     self._validate_optimizer()
     for name in ('batch_size', 'base_batch_size', 'steps_per_loop', 'shuffle_buffer',
                  'keep_checkpoints', 'device_data_max_mb', 'export_max_pixels'):
@@ -165,6 +182,14 @@ class Config:
                       'deterministic max-pool gradient (SelectAndScatter); drop --jit_compile '
                       'for a reproducible run, or --deterministic for XLA')
     parse_profile_steps(self.profile_steps)
+    if not 0.0 <= self.target_accuracy < 1.0:
+      raise UserError(f'--target_accuracy is an eval accuracy in (0, 1) (0: off), e.g. 0.65; '
+                      f'got {self.target_accuracy}')
+    if self.eval_every_examples < 0:
+      raise UserError(f'--eval_every_examples must not be negative, got '
+                      f'{self.eval_every_examples}')
+    if self.eval_every_examples and self.eval_every_steps:
+      raise UserError('give --eval_every_examples or --eval_every_steps, not both')
     # Serving exports.
     if self.litert_quantize != 'none' and not self.export_litert:
       raise UserError(f'--litert_quantize={self.litert_quantize} applies to the LiteRT file: '
@@ -211,7 +236,8 @@ class Config:
     """The peak rate for the global batch: --learning_rate is the rate at
     --base_batch_size, scaled linearly or by the square root (--lr_scaling)."""
     ratio = self.batch_size / self.base_batch_size
-    factor = {'none': 1.0, 'linear': ratio, 'sqrt': ratio ** 0.5}[self.lr_scaling]
+    factor = {'none': 1.0, 'linear': ratio, 'sqrt': ratio ** 0.5,
+              'sqrt_capped': min(ratio, 1.0) ** 0.5}[self.lr_scaling]
     return self.learning_rate * factor
 
   @property
@@ -227,7 +253,9 @@ class Config:
     ratio = max(self.batch_size / self.base_batch_size, 1.0)
     return max(1.0 - (1.0 - base) * ratio, 0.0)
 
-  def warmup_steps_for(self, steps_per_epoch: int) -> int:
+  def warmup_steps_for(self, steps_per_epoch: int, total_steps: int = 0) -> int:
+    if self.warmup_fraction:
+      return max(1, round(self.warmup_fraction * total_steps))
     if self.warmup_epochs:
       return max(1, round(self.warmup_epochs * steps_per_epoch))
     return self.warmup_steps

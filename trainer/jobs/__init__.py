@@ -3,6 +3,7 @@
 Modules:
   plan.py        the run's schedule in steps: epochs, host calls, evaluations, checkpoints
   init_from.py   --init_from: a new run starts from another run's or an export's weights
+  target.py      --target_accuracy: stop at the first evaluation reaching it; time to it
   train.py       the training run: build, resume, train, evaluate, save, export, report
   evaluation.py  the evaluation job: a run's checkpoints, once or as training writes them
   doctor.py      trainer.doctor's checks, in order, one line each; the exit code

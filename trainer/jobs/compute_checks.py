@@ -1,5 +1,6 @@
 """trainer.doctor's checks of the computation: the strategy (and TPU), the GPU kernels of the
-compiled loops, an XLA compile of the train and eval steps, and a short timed run.
+compiled loops, an XLA compile of the train and eval steps, a short timed run, and the
+same run in each precision (float32, bfloat16, float16) to say which is fastest here.
 
 All of them run the preset's model, batch size, precision and input mode on random
 in-memory data of the data set's usual shape, so that nothing is downloaded; the timed run
@@ -14,6 +15,7 @@ import tensorflow as tf
 from trainer.core.config import Config
 from trainer.core import accelerators
 from trainer.core import distribute
+from trainer.core import precision
 from trainer.core.errors import UserError, first_line
 from trainer.data import sources
 from trainer.jobs.machine_checks import Check, FAIL, OK, SKIPPED, WARNING
@@ -108,7 +110,8 @@ def xla_check(config: Config) -> Check:
                'compile and run with XLA here')
 
 
-def _timed_loops(built: compiled.Built) -> List[Tuple[int, float, float, float]]:
+def _timed_loops(built: compiled.Built, timed_loops: int = _TIMED_LOOPS
+                 ) -> List[Tuple[int, float, float, float]]:
   """(steps, wall seconds, seconds waiting for input, loop seconds) of each timed loop."""
   trainer = built.trainer
 
@@ -121,7 +124,7 @@ def _timed_loops(built: compiled.Built) -> List[Tuple[int, float, float, float]]
   loop(_FIRST_STEPS)  # Traces and compiles.
   probe = loop(_FIRST_STEPS)
   size = int(max(_FIRST_STEPS, min(_MAX_LOOP_STEPS, _LOOP_SECONDS / probe[1] * probe[0])))
-  return [loop(size) for _ in range(_TIMED_LOOPS)]
+  return [loop(size) for _ in range(timed_loops)]
 
 
 def timed_run(config: Config, strategy: tf.distribute.Strategy,
@@ -160,6 +163,42 @@ def timed_run(config: Config, strategy: tf.distribute.Strategy,
   return Check('timed_run', OK, message, fields)
 
 
+def _examples_per_second(config: Config, strategy, policy: str) -> float:
+  """The steady training rate of `config` under `policy`, one short loop after tracing."""
+  built = compiled.build(config.replace(mixed_precision=policy), strategy,
+                         random_source(config.batch_size), _STEPS_PER_EPOCH, total_steps=1000)
+  loops = _timed_loops(built, timed_loops=1)
+  return sum(size for size, _, _, _ in loops) * config.batch_size / \
+      sum(elapsed for _, elapsed, _, _ in loops)
+
+
+def precision_check(config: Config, strategy: tf.distribute.Strategy) -> Check:
+  """The timed run once per precision this machine could use, fastest first, and what
+  --mixed_precision=auto picks here."""
+  candidates = ['none', 'mixed_bfloat16'] + ([] if config.strategy == 'tpu'
+                                              else ['mixed_float16'])
+  rates = {}
+  for policy in candidates:
+    try:
+      rates[policy] = _examples_per_second(config, strategy, policy)
+    except (tf.errors.OpError, ValueError, TypeError) as e:
+      rates[policy] = None
+      failure = first_line(e, 200)
+  timed = sorted((rate, policy) for policy, rate in rates.items() if rate)
+  if not timed:
+    return Check('precision', FAIL, f'no precision trains here: {failure}')
+  auto, why = precision.resolve(precision.AUTO, strategy)
+  fastest = timed[-1][1]
+  name = lambda policy: precision.describe(policy).split(' ')[0]
+  others = ', '.join(f'{name(policy)} {rate:.0f}' for rate, policy in reversed(timed[:-1]))
+  message = (f'fastest here: {name(fastest)} at {timed[-1][0]:.0f} examples/s'
+             + (f' ({others})' if others else '') + f'; --mixed_precision=auto picks '
+             f'{name(auto)}: {why[len("auto: "):]}')
+  fields = {f'examples_per_second_{policy}': round(rate, 1) for rate, policy in timed}
+  fields.update(fastest=fastest, auto=auto)
+  return Check('precision', OK, message, fields)
+
+
 def compute_checks(config: Config) -> Iterator[Check]:
   """The checks in order, each as soon as it is known."""
   strategy_line, strategy = strategy_check(config)
@@ -177,3 +216,5 @@ def compute_checks(config: Config) -> Iterator[Check]:
   yield xla_check(config)
   yield (timed_run(config, strategy, built) if built is not None else
          Check('timed_run', SKIPPED, 'no strategy or model to run (see above)'))
+  yield (precision_check(config, strategy) if built is not None else
+         Check('precision', SKIPPED, 'no strategy or model to run (see above)'))

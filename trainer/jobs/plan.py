@@ -6,6 +6,7 @@ import dataclasses
 from trainer.core.config import Config
 from trainer.core import distribute
 from trainer.core.errors import UserError
+from trainer.jobs import target
 
 
 @dataclasses.dataclass
@@ -15,6 +16,8 @@ class Plan:
   per_replica_batch: int
   checkpoint_every_steps: int = 0
   eval_every_steps: int = 0
+  # --eval_every_examples: a fixed cadence in examples, so no extra evaluation at epoch ends.
+  eval_at_epoch_ends: bool = True
 
   @property
   def epochs(self) -> int:
@@ -33,6 +36,8 @@ class Plan:
 
   def is_eval_step(self, step: int) -> bool:
     every = self.eval_every_steps
+    if not self.eval_at_epoch_ends:
+      return step == self.total_steps or step % every == 0
     return self.is_epoch_end(step) or bool(every and step % every == 0)
 
   def loop_size(self, step: int, steps_per_loop: int) -> int:
@@ -49,6 +54,11 @@ def make_plan(config: Config, info, strategy) -> Plan:
     raise UserError(f'--batch_size={config.batch_size} is larger than the '
                     f'{info.num_train_examples} training examples of {info.name}')
   total = config.train_steps or config.epochs * steps_per_epoch
+  if config.target_schedule:
+    total = target.schedule_steps(config.batch_size, config.target_accuracy)
+  eval_every = config.eval_every_steps
+  if config.eval_every_examples:
+    eval_every = -(-config.eval_every_examples // config.batch_size)
   return Plan(steps_per_epoch=steps_per_epoch, total_steps=total, per_replica_batch=per_replica,
               checkpoint_every_steps=config.checkpoint_every_steps,
-              eval_every_steps=config.eval_every_steps)
+              eval_every_steps=eval_every, eval_at_epoch_ends=not config.eval_every_examples)

@@ -13,18 +13,21 @@ import tensorflow as tf
 from trainer.core import accelerators
 from trainer.core.config import Config
 from trainer.core import distribute
+from trainer.core import precision
 from trainer.core.errors import UserError
 from trainer.data import device_input
 from trainer.data import pipeline
 from trainer.data import sources
 from trainer.jobs import init_from
 from trainer.jobs import plan as plan_lib
+from trainer.jobs import target as target_lib
 from trainer.model import export
 from trainer.model import freezing
 from trainer.model import input_wait
 from trainer.model import metrics
 from trainer.model import optimizers
 from trainer.model import steps
+from trainer.model import whitening
 from trainer.report import hypertune
 from trainer.report import logs
 from trainer.report import profiling
@@ -111,6 +114,8 @@ def _discard_if_unsaved(config: Config, dirs: run_dirs.RunDirs, created) -> None
     run_dirs.discard_created(created)
 
 
+_WHITENING_IMAGES = 5000  # --whiten_init: the first training images its statistics use.
+
 # Where a run reads and writes, and how often it saves: no bearing on what it learns.
 _NOT_HPARAMS = ('data_dir', 'model_dir', 'tensorboard_dir', 'checkpoint_dir', 'export_dir',
                 'tpu', 'startup_timeout', 'profile_steps', 'checkpoint_every_steps',
@@ -161,6 +166,8 @@ class _Run:
     self.tuning = hypertune.reporter(config, self.chief)
     self.eval_history = []
     self.train_seconds = 0.0
+    self.target = target_lib.TargetWatch(config.target_accuracy, config.batch_size,
+                                         dirs.checkpoint_dir, self.chief)
     self.start = time.time()
 
   def _writing(self, what, folder):
@@ -175,6 +182,9 @@ class _Run:
     # Restore before writing anything: an incompatible run folder must stay untouched.
     resumed = self.checkpoints.restore()
     weights_from = init_from.initialize(self.config, self.trainer.model, self.model_dir, resumed)
+    if self.config.whiten_init and resumed is None and not weights_from:
+      images, _ = sources.first_examples(self.source, _WHITENING_IMAGES)
+      whitening.apply(self.trainer.model, images / 255.0, self.config.seed)
     self._announce(resumed, weights_from)
     config, plan, trainer = self.config, self.plan, self.trainer
     train_iterator = pipeline.distributed_train_iterator(
@@ -186,14 +196,17 @@ class _Run:
         self.strategy, self.source, config.batch_size, cache=config.cache,
         threads=config.input_threads)
     self.start = time.time()
+    self.target.start(resumed)
     eval_result = None
-    while trainer.step < plan.total_steps:
+    while trainer.step < plan.total_steps and not self.target.done:
       step = self._train_loop(train_iterator)
       with self._writing(f'the checkpoint of step {step}', self.checkpoints.directory):
+        self.target.note(step, self.train_seconds)
         self.watcher.check(step, self.checkpoints)
       if plan.is_eval_step(step):
         eval_result = self._evaluate(step, eval_data, eval_steps)
-      if plan.is_checkpoint_step(step):
+      # The target reached: save, export and report as at the end of the schedule.
+      if plan.is_checkpoint_step(step) or self.target.done:
         self.lock.check()
         with self._writing(f'the checkpoint of step {step}', self.checkpoints.directory):
           self.checkpoints.save(step)
@@ -219,6 +232,8 @@ class _Run:
                  plan.per_replica_batch, plan.steps_per_epoch, plan.total_steps, info.name,
                  info.num_train_examples, info.num_eval_examples, self.model_dir)
     logging.info('optimizer %s', optimizers.describe(config))
+    policy, why = precision.resolve(config.mixed_precision, self.strategy)
+    logging.info('precision %s (%s)', precision.describe(policy), why)
     if resumed is not None:
       logging.info('resumed from step %d (epoch %d): %s', resumed, plan.epoch_of(resumed),
                    self.checkpoints.restored_path)
@@ -266,6 +281,8 @@ class _Run:
     self.eval_history.append({'step': step, 'eval_loss': result[0], 'eval_accuracy': result[1],
                               'train_seconds': round(self.train_seconds, 2),
                               'wall_seconds': round(time.time() - self.start, 2)})
+    with self._writing('the time to the target', self.checkpoints.directory):
+      self.target.evaluated(step, result[1], self.train_seconds)
     with self._writing('the best model', os.path.join(self.dirs.checkpoint_dir,
                                                       checkpointing.BEST_DIR)):
       with trainer.averaged_weights():
@@ -289,6 +306,10 @@ class _Run:
         'wall_seconds': round(time.time() - self.start, 2),
         'dataset': self.info.name,
     }
+    target = self.target.result(trainer.step, self.eval_history)
+    if target is not None:
+      results['target'] = target
+      self.summaries.target(trainer.step, target)
     self.summaries.final_metrics(trainer.step, eval_loss=results['eval_loss'],
                                  eval_accuracy=results['eval_accuracy'])
     if self.chief:

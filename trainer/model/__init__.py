@@ -12,6 +12,7 @@ Modules:
   export.py      the SavedModel that serves uint8 images and encoded image files
   litert.py      --export_litert: the served model as a LiteRT file, float or int8
   freezing.py    --freeze: layers held at their starting weights, for a while or throughout
+  whitening.py   --whiten_init: the first convolution starts as a whitening filter bank
 
 May import: trainer.core, trainer.data.
 """

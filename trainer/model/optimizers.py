@@ -22,7 +22,7 @@ def learning_rate_schedule(config: Config, total_steps: int, steps_per_epoch: in
     return peak
   if not total_steps:
     raise ValueError('a cosine schedule needs the run\'s total_steps')
-  warmup = min(config.warmup_steps_for(steps_per_epoch), total_steps - 1)
+  warmup = min(config.warmup_steps_for(steps_per_epoch, total_steps), total_steps - 1)
   # Starts at 0 and warms up linearly when warmup > 0, else starts at the peak.
   return keras.optimizers.schedules.CosineDecay(
       initial_learning_rate=0.0 if warmup else peak,

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer.core.config import Config
+from trainer.core import precision
 from trainer.model import cnn
 from trainer.model import input_wait
 from trainer.model import metrics
@@ -46,7 +47,7 @@ class Trainer:
       self.model = cnn.create_model(info.image_shape, info.num_classes)
       optimizer = optimizers.create(config, optimizers.learning_rate_schedule(
           config, total_steps, steps_per_epoch))
-      if config.mixed_precision == 'mixed_float16':
+      if keras.mixed_precision.global_policy().name == 'mixed_float16':
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
       # Keras 3 creates optimizer slots lazily, which fails inside a replica context:
       # build them now, on the model's variables, inside the scope.
@@ -196,10 +197,11 @@ class Trainer:
 
 def build_trainer(config: Config, strategy: tf.distribute.Strategy, info, total_steps: int = 0,
                   steps_per_epoch: int = 0) -> Trainer:
-  """A Trainer whose model computes in --mixed_precision's policy."""
+  """A Trainer whose model computes in --mixed_precision's policy (auto: the one
+  trainer/core/precision.py picks for the strategy's devices)."""
   previous_policy = keras.mixed_precision.global_policy()
-  keras.mixed_precision.set_global_policy(
-      'float32' if config.mixed_precision == 'none' else config.mixed_precision)
+  policy, _ = precision.resolve(config.mixed_precision, strategy)
+  keras.mixed_precision.set_global_policy('float32' if policy == 'none' else policy)
   try:
     return Trainer(config, strategy, info, total_steps, steps_per_epoch)
   finally:  # The policy is global state: leave it as it was for the caller.

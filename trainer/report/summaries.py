@@ -1,7 +1,9 @@
 """TensorBoard event files of a run, in the layout TensorBoard users know.
 
     <tensorboard_dir>/        HParams entry: the run's settings, and at the end its final
-                              eval metrics (final/eval_accuracy, final/eval_loss)
+                              eval metrics (final/eval_accuracy, final/eval_loss); with
+                              --target_accuracy target/accuracy, target/reached and where
+                              reached target/step, examples, train_seconds, wall_seconds
     <tensorboard_dir>/train/  per logging interval: loss, accuracy, learning_rate,
                               examples_per_second, step_time, input_wait_fraction;
                               once: training_images; profiler traces under plugins/profile/
@@ -40,6 +42,10 @@ TRAIN_SCALARS = (LOSS, ACCURACY, LEARNING_RATE, EXAMPLES_PER_SECOND, STEP_TIME,
                  INPUT_WAIT_FRACTION)
 EVAL_SCALARS = (LOSS, ACCURACY)
 
+# --target_accuracy (trainer/jobs/target.py), beside the final metrics.
+TARGET = 'target'
+TARGET_ACCURACY = 'target/accuracy'
+TARGET_REACHED = 'target/reached'
 FINAL_EVAL_ACCURACY = 'final/eval_accuracy'
 FINAL_EVAL_LOSS = 'final/eval_loss'
 # What the HParams dashboard lists beside each run's settings. They live in the run folder
@@ -89,7 +95,11 @@ class RunSummaries:
       hparams_api.hparams_config(
           hparams=[hparams_api.HParam(name) for name in sorted(values)],
           metrics=[hparams_api.Metric(FINAL_EVAL_ACCURACY, display_name='final eval accuracy'),
-                   hparams_api.Metric(FINAL_EVAL_LOSS, display_name='final eval loss')])
+                   hparams_api.Metric(FINAL_EVAL_LOSS, display_name='final eval loss')] + (
+                       [hparams_api.Metric(f'{TARGET}/step', display_name='steps to target'),
+                        hparams_api.Metric(f'{TARGET}/wall_seconds',
+                                           display_name='wall seconds to target')]
+                       if values.get('target_accuracy') else []))
       hparams_api.hparams(dict(values), trial_id=trial_id)
     self._writer().flush()
 
@@ -99,6 +109,18 @@ class RunSummaries:
                         description='Accuracy on the eval split at the end of training.')
       tf.summary.scalar(FINAL_EVAL_LOSS, eval_loss,
                         description='Loss on the eval split at the end of training.')
+    self._writer().flush()
+
+  def target(self, step: int, target: dict) -> None:
+    """--target_accuracy's outcome, in the run folder: target/reached (1 or 0) at the step
+    the run ended, and where it was reached target/step, target/examples,
+    target/train_seconds and target/wall_seconds at that step."""
+    with self._writer().as_default(step=target.get('step', step)):
+      tf.summary.scalar(TARGET_ACCURACY, target['accuracy'])
+      tf.summary.scalar(TARGET_REACHED, float(target['reached']))
+      if target['reached']:
+        for name in ('step', 'examples', 'train_seconds', 'wall_seconds'):
+          tf.summary.scalar(f'{TARGET}/{name}', float(target[name]))
     self._writer().flush()
 
   def train_interval(self, step: int, *, loss: float, accuracy: float, learning_rate: float,
