@@ -15,7 +15,6 @@ test accuracy with its spread (min-max) per batch size; writes `scaling.json` an
 several cores and no accelerator the whole sweep takes less time, each training longer.
 """
 
-import concurrent.futures
 import json
 import os
 import statistics
@@ -80,19 +79,15 @@ def summarize(runs):
 def main(argv):
   extra = argv[1:]  # Everything after `--`: more trainer flags.
   label = _LABEL.value or ' '.join([_RECIPE.value] + extra)
-  runs = []
   print(f'recipe: {label}', flush=True)
   settings = [(int(b), int(s)) for b in _BATCHES.value for s in _SEEDS.value]
-  with concurrent.futures.ThreadPoolExecutor(max(_JOBS.value, 1)) as pool:
-    futures = [pool.submit(_train, batch_size, seed, extra) for batch_size, seed in settings]
-    for future in concurrent.futures.as_completed(futures):
-      if future.exception():  # A failed training: do not wait for the ones queued.
-        pool.shutdown(cancel_futures=True)
-      run = future.result()
-      runs.append(run)
-      print(f'batch {run["batch_size"]:>5}  seed {run["seed"]}  '
-            f'rate {run["learning_rate"]:.4g}  test accuracy {run["eval_accuracy"]:.4f}  '
-            f'{run["steps"]} steps  {run["train_seconds"]:.1f} s', flush=True)
+
+  def report(run):
+    print(f'batch {run["batch_size"]:>5}  seed {run["seed"]}  '
+          f'rate {run["learning_rate"]:.4g}  test accuracy {run["eval_accuracy"]:.4f}  '
+          f'{run["steps"]} steps  {run["train_seconds"]:.1f} s', flush=True)
+
+  runs = measure.run_all(lambda b, s: _train(b, s, extra), settings, _JOBS.value, report)
   runs.sort(key=lambda run: (run['batch_size'], run['seed']))
   rows = summarize(runs)
   print(f'\n{"batch":>6}{"steps":>7}{"rate":>9}{"median acc":>12}{"spread":>16}'

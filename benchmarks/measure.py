@@ -1,6 +1,7 @@
 """What the benchmarks share: each measurement in a `python -m ...` process of its own, and
 the JSON records a training run leaves in its folder."""
 
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -24,3 +25,20 @@ def record(model_dir: str, name: str = 'results.json') -> dict:
   """A JSON record of a finished run: results.json, or config.json."""
   with open(os.path.join(model_dir, name)) as f:
     return json.load(f)
+
+
+def run_all(train, settings, jobs: int, report) -> list:
+  """train(*setting) for every setting, `jobs` at a time; report(run) for each as it ends.
+
+  Returns the runs in the order they ended. A failed training cancels the queued ones and
+  its error ends the benchmark, rather than waiting hours for runs nobody will read.
+  """
+  runs = []
+  with concurrent.futures.ThreadPoolExecutor(max(jobs, 1)) as pool:
+    futures = [pool.submit(train, *setting) for setting in settings]
+    for future in concurrent.futures.as_completed(futures):
+      if future.exception():
+        pool.shutdown(cancel_futures=True)
+      runs.append(future.result())
+      report(runs[-1])
+  return runs

@@ -20,7 +20,6 @@ two plots into --out: test accuracy against steps for each batch (accuracy_curve
 steps to each target against the batch with the ideal line (steps_to_target.png).
 """
 
-import concurrent.futures
 import json
 import os
 import shutil
@@ -171,18 +170,14 @@ def main(argv):
   extra = argv[1:]  # Everything after `--`: more trainer flags.
   settings = [(int(b), float(t), _FIRST_SEED.value + s) for t in _TARGETS.value
               for b in _BATCHES.value for s in range(_SEEDS.value)]
-  runs = []
-  with concurrent.futures.ThreadPoolExecutor(max(_JOBS.value, 1)) as pool:
-    futures = [pool.submit(_train, b, t, s, extra) for b, t, s in settings]
-    for future in concurrent.futures.as_completed(futures):
-      if future.exception():  # A failed training: do not wait for the ones queued.
-        pool.shutdown(cancel_futures=True)
-      run = future.result()
-      runs.append(run)
-      print(f'target {run["target"]:.0%}  batch {run["batch_size"]:>5}  seed {run["seed"]:>2}  '
-            + (f'step {run["steps"]}  ({run["wall_seconds"]:.1f} s)' if run['reached']
-               else f'not reached in {run["steps_trained"]} steps '
-                    f'({run["final_accuracy"]:.4f})'), flush=True)
+
+  def report(run):
+    print(f'target {run["target"]:.0%}  batch {run["batch_size"]:>5}  seed {run["seed"]:>2}  '
+          + (f'step {run["steps"]}  ({run["wall_seconds"]:.1f} s)' if run['reached']
+             else f'not reached in {run["steps_trained"]} steps '
+                  f'({run["final_accuracy"]:.4f})'), flush=True)
+
+  runs = measure.run_all(lambda b, t, s: _train(b, t, s, extra), settings, _JOBS.value, report)
   earlier_timing = []
   for path in _INCLUDE.value:
     with open(path) as f:
