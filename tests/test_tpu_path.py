@@ -22,7 +22,10 @@ _STEPS = 60
 
 def test_the_tpu_preset_trains_exports_and_predicts_on_cpu(tmp_path, cifar_dir):
   run = tmp_path / 'tpu'
+  # bfloat16, what the preset's --mixed_precision=auto picks on a TPU; on a CPU it would
+  # follow the CPU's bfloat16 units, which differ from one machine to the next.
   result = run_main('--flagfile=configs/tpu.cfg', '--strategy=default',
+                    '--mixed_precision=mixed_bfloat16',
                     f'--train_steps={_STEPS}', f'--data_dir={cifar_dir}', f'--model_dir={run}',
                     timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
