@@ -17,7 +17,6 @@ several cores and no accelerator the whole sweep takes less time, each training 
 
 import json
 import os
-import statistics
 import sys
 import tempfile
 
@@ -25,6 +24,7 @@ from absl import app
 from absl import flags
 
 from benchmarks import measure
+from benchmarks import summaries
 from benchmarks import plots
 
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS folder with cifar10 (as for training).')
@@ -62,20 +62,6 @@ def _train(batch_size, seed, extra):
           'learning_rate': learning_rate, 'model_dir': model_dir}
 
 
-def summarize(runs):
-  """Per batch size: median accuracy, its spread, median training seconds."""
-  rows = []
-  for batch_size in sorted({run['batch_size'] for run in runs}):
-    mine = [run for run in runs if run['batch_size'] == batch_size]
-    accuracies = [run['eval_accuracy'] for run in mine]
-    rows.append({'batch_size': batch_size, 'median_accuracy': statistics.median(accuracies),
-                 'min_accuracy': min(accuracies), 'max_accuracy': max(accuracies),
-                 'median_train_seconds': statistics.median(r['train_seconds'] for r in mine),
-                 'steps': mine[0]['steps'], 'learning_rate': mine[0]['learning_rate'],
-                 'seeds': len(mine)})
-  return rows
-
-
 def main(argv):
   extra = argv[1:]  # Everything after `--`: more trainer flags.
   label = _LABEL.value or ' '.join([_RECIPE.value] + extra)
@@ -89,7 +75,7 @@ def main(argv):
 
   runs = measure.run_all(lambda b, s: _train(b, s, extra), settings, _JOBS.value, report)
   runs.sort(key=lambda run: (run['batch_size'], run['seed']))
-  rows = summarize(runs)
+  rows = summaries.batch_scaling(runs)
   print(f'\n{"batch":>6}{"steps":>7}{"rate":>9}{"median acc":>12}{"spread":>16}'
         f'{"train s":>9}')
   for row in rows:

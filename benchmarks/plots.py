@@ -28,7 +28,7 @@ def _log2_batches(axes, batches):
 
 
 def batch_scaling(series, reference: float, path: str) -> None:
-  """`series`: [(label, rows)], rows as benchmarks.batch_scaling.summarize returns them;
+  """`series`: [(label, rows)], rows as benchmarks.summaries.batch_scaling returns them;
   `reference`: the tutorial's accuracy, drawn as a line."""
   figure, axes = plt.subplots(figsize=(9, 5.6))
   batches = sorted({row['batch_size'] for _, rows in series for row in rows})
@@ -74,7 +74,7 @@ def accuracy_curves(curves, targets, path: str) -> None:
 
 
 def steps_to_target(rows, path: str) -> None:
-  """`rows`: benchmarks.time_to_target.summarize's; per target the median steps (bar:
+  """`rows`: benchmarks.summaries.steps_to_target's; per target the median steps (bar:
   min-max of the seeds that reached it) and the ideal line, steps(64) x 64 / B."""
   figure, axes = plt.subplots(figsize=(9, 5.6))
   batches = sorted({row['batch_size'] for row in rows})

@@ -32,6 +32,7 @@ from absl import app
 from absl import flags
 
 from benchmarks import measure
+from benchmarks import summaries
 
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS folder with cifar10.')
 _PRESET = flags.DEFINE_string('preset', 'configs/time_to_target.cfg', 'The recipe\'s flagfile.')
@@ -110,41 +111,6 @@ def _train(batch_size, target, seed, extra):
           'curve': [(e['step'], e['eval_accuracy']) for e in results['eval_history']]}
 
 
-def olympic_mean(values):
-  """The mean without the lowest and the highest value (all of them when fewer than 3)."""
-  values = sorted(values)
-  return statistics.mean(values[1:-1] if len(values) >= 3 else values)
-
-
-def summarize(runs):
-  """Per target and batch: seeds, how many reached it, median steps (None when half or more
-  did not: a seed that never reaches counts as infinitely many steps), the olympic mean and
-  spread of the seeds that reached it, and E(B) against the smallest batch."""
-  rows = []
-  for target in sorted({run['target'] for run in runs}):
-    base = None
-    for batch_size in sorted({run['batch_size'] for run in runs}):
-      mine = [r for r in runs if r['target'] == target and r['batch_size'] == batch_size]
-      if not mine:
-        continue
-      steps = sorted(r['steps'] for r in mine if r['reached'])
-      padded = steps + [float('inf')] * (len(mine) - len(steps))
-      median = statistics.median(padded)
-      median = None if median == float('inf') else median
-      row = {'target': target, 'batch_size': batch_size, 'seeds': len(mine),
-             'reached': len(steps), 'median_steps': median,
-             'olympic_mean_steps': olympic_mean(steps) if steps else None,
-             'min_steps': steps[0] if steps else None, 'max_steps': steps[-1] if steps else None,
-             'median_wall_seconds': statistics.median(
-                 r['wall_seconds'] for r in mine if r['reached']) if steps else None}
-      if base is None and median:
-        base = row
-      row['efficiency'] = (base['median_steps'] * base['batch_size'] / (median * batch_size)
-                           if base and median else None)
-      rows.append(row)
-  return rows
-
-
 def _timing(extra):
   """Alternating rounds: the tutorial's code for its 5 epochs, the preset at 64 to 65%."""
   rounds = []
@@ -185,7 +151,7 @@ def main(argv):
     runs += earlier['runs']
     earlier_timing += earlier['timing']
   runs.sort(key=lambda r: (r['target'], r['batch_size'], r['seed']))
-  rows = summarize(runs)
+  rows = summaries.steps_to_target(runs)
   print(f'\n{"target":>6}{"batch":>7}{"reached":>9}{"median":>8}{"olympic":>9}{"spread":>12}'
         f'{"E(B)":>7}')
   for row in rows:

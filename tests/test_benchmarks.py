@@ -61,14 +61,14 @@ def test_time_to_target_benchmark_smoke(cifar_dir, tmp_path):
 
 
 def test_time_to_target_summary():
-  from benchmarks import time_to_target  # pylint: disable=g-import-not-at-top
+  from benchmarks import summaries  # pylint: disable=g-import-not-at-top
   runs = [dict(target=0.65, batch_size=64, reached=True, steps=s, wall_seconds=1.0)
           for s in (400, 500, 600, 700)]
   runs += [dict(target=0.65, batch_size=512, reached=s is not None, steps=s, wall_seconds=1.0)
            for s in (50, 100, None)]
   runs += [dict(target=0.65, batch_size=4096, reached=s is not None, steps=s, wall_seconds=1.0)
            for s in (20, None, None)]
-  small, middle, large = time_to_target.summarize(runs)
+  small, middle, large = summaries.steps_to_target(runs)
   assert (small['median_steps'], small['olympic_mean_steps'], small['min_steps'],
           small['max_steps'], small['efficiency']) == (550, 550, 400, 700, 1.0)
   # An unreached seed counts as endless: the median of 50, 100 and never is 100.

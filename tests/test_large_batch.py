@@ -215,12 +215,12 @@ def test_batch_scaling_benchmark_smoke(tmp_path, cifar_dir):
 
 
 def test_batch_scaling_summarizes_each_batch_over_its_seeds():
-  from benchmarks import batch_scaling  # pylint: disable=g-import-not-at-top
+  from benchmarks import summaries  # pylint: disable=g-import-not-at-top
   runs = [{'batch_size': b, 'seed': s, 'eval_accuracy': a, 'train_seconds': t,
            'steps': 3905 // (b // 64), 'learning_rate': 1e-3 * b / 64}
           for b, s, a, t in [(64, 1, 0.70, 10), (64, 2, 0.72, 12), (64, 3, 0.71, 11),
                              (256, 1, 0.60, 5), (256, 2, 0.64, 4)]]
-  assert batch_scaling.summarize(runs) == [
+  assert summaries.batch_scaling(runs) == [
       {'batch_size': 64, 'median_accuracy': 0.71, 'min_accuracy': 0.70, 'max_accuracy': 0.72,
        'median_train_seconds': 11, 'steps': 3905, 'learning_rate': 1e-3, 'seeds': 3},
       {'batch_size': 256, 'median_accuracy': pytest.approx(0.62), 'min_accuracy': 0.60,

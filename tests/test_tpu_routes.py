@@ -51,7 +51,7 @@ def test_single_host_run_copies_installs_the_tpu_wheel_and_trains_from_worker_0(
   trainer_args = command.split('python3 -m trainer.main ')[1].split()
   assert trainer_args[-2:] == ['--tpu=local', '--epochs=2']
   config = parse_trainer_flags(trainer_args, monkeypatch)
-  assert config.strategy == 'tpu' and config.mixed_precision == 'mixed_bfloat16'
+  assert config.strategy == 'tpu' and config.mixed_precision == 'auto'  # bfloat16 on a TPU.
   assert config.data_dir == 'gs://bkt/tensorflow_datasets'
   assert config.model_dir == 'gs://bkt/runs/tpu1'
 
