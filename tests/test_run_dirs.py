@@ -156,3 +156,23 @@ def test_a_run_that_fails_before_training_leaves_no_run_folder(tmp_path, monkeyp
     train.train_and_evaluate(Config(train_steps=1, model_dir=str(tmp_path / 'kept')), None,
                              _MissingSource())
   assert (tmp_path / 'kept' / 'notes.txt').read_text() == 'mine'
+
+
+def test_a_run_refused_a_folder_it_created_leaves_it_to_the_run_that_holds_it(
+    tmp_path, monkeypatch):
+  """Two runs racing for a new folder: the one that created it may lose the lock to the
+  other, which writes there from then on; the loser must not remove the winner's folder."""
+  from trainer.jobs import train  # pylint: disable=g-import-not-at-top
+  from trainer.core.config import Config  # pylint: disable=g-import-not-at-top
+  from trainer.run_folder import run_lock  # pylint: disable=g-import-not-at-top
+  run = tmp_path / 'run'
+
+  def taken_by_the_other_run(folder, chief):
+    (run / 'config.json').write_text('{"the": "winner"}')  # The winner's first write.
+    raise UserError(f'{folder} is held by another run')
+
+  monkeypatch.setattr(run_lock, 'acquire', taken_by_the_other_run)
+  with pytest.raises(UserError, match='held by another run'):
+    train.train_and_evaluate(Config(train_steps=1, model_dir=str(run)), None,
+                             _UntouchableSource())
+  assert (run / 'config.json').read_text() == '{"the": "winner"}'

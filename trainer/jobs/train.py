@@ -78,32 +78,37 @@ def train_and_evaluate(config: Config, strategy: Optional[tf.distribute.Strategy
   config.validate()
   dirs = run_dirs.of_config(config)
   created = run_dirs.prepare(dirs)  # Before data or model: a bad folder fails fast.
+  lock = None
   try:
     if strategy is None:
       accelerators.warn_if_gpu_unseen()
       strategy = distribute.create_strategy(config.strategy, config.num_cpu_devices,
                                             config.tpu, config.startup_timeout)
     logs.set_worker(distribute.task_label(strategy))
-    lock = run_lock.acquire(dirs.model_dir, chief=distribute.is_chief(strategy))
     try:
-      keras.utils.set_random_seed(config.seed)
-      if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-      if source is None:
-        source = pipeline.source_for(config)
-      run = _Run(config, strategy, source, dirs, lock)
-      try:
-        return run.train()
-      finally:
-        run.close()
+      lock = run_lock.acquire(dirs.model_dir, chief=distribute.is_chief(strategy))
     except BaseException:
-      _discard_if_unsaved(config, dirs, created)  # Still holding the lock: no one else writes.
+      # Refused: another run holds the folder (it may have taken it just after this run
+      # created it) and writes there now, so nothing in it is this run's to remove.
+      created = []
       raise
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+      tf.config.experimental.enable_op_determinism()
+    if source is None:
+      source = pipeline.source_for(config)
+    run = _Run(config, strategy, source, dirs, lock)
+    try:
+      return run.train()
     finally:
-      lock.release()
+      run.close()
   except BaseException:
+    # Runs before the lock's release below: no other run writes there meanwhile.
     _discard_if_unsaved(config, dirs, created)
     raise
+  finally:
+    if lock is not None:
+      lock.release()
 
 
 def _discard_if_unsaved(config: Config, dirs: run_dirs.RunDirs, created) -> None:
