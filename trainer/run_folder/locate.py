@@ -104,9 +104,9 @@ def _legacy_places(folder: str, config: Config) -> dict:
 
 
 def _read(folder: str) -> Run:
-  config = records.read_run_config(folder)
-  recorded = (records.read_json(os.path.join(folder, records.CONFIG_FILE)) or {}).get(
-      RECORD_KEY)
+  record = records.read_run_record(folder)  # One read: on gs:// each costs requests.
+  config = records.config_of_record(record)
+  recorded = record.get(RECORD_KEY)
   if isinstance(recorded, dict) and all(isinstance(recorded.get(n), str) for n in _PARTS):
     places = {name: _place(folder, recorded[name]) for name in _PARTS}
   else:

@@ -43,17 +43,21 @@ def write_config(model_dir: str, config: Config, **extra) -> None:
       scaled_momentum=config.scaled_momentum, **extra))
 
 
-def read_run_config(model_dir: str) -> Config:
-  """The Config a run recorded in its config.json (fields it lacks keep their defaults)."""
+def read_run_record(model_dir: str) -> dict:
+  """Everything a run recorded in its config.json: its settings and what else it noted."""
   path = os.path.join(model_dir, CONFIG_FILE)
   if not tf.io.gfile.exists(path):
     raise UserError(f'no run in --model_dir={model_dir}: it has no {CONFIG_FILE} '
                     '(the folder a training run wrote)')
   try:
     with tf.io.gfile.GFile(path) as f:
-      recorded = json.load(f)
+      return json.load(f)
   except (ValueError, tf.errors.OpError) as e:
     raise UserError(f'cannot read {path}: {first_line(e)}') from None
+
+
+def config_of_record(recorded: dict) -> Config:
+  """The Config of a run's record (fields it lacks keep their defaults)."""
   fields = {name: value for name, value in recorded.items()
             if name in Config.__dataclass_fields__}
   if fields.get('optimizer') == 'muon':
@@ -61,3 +65,8 @@ def read_run_config(model_dir: str) -> Config:
     # hold that optimizer's variables, which the default would not restore.
     fields.setdefault('muon_conv', False)
   return Config(**fields)
+
+
+def read_run_config(model_dir: str) -> Config:
+  """The Config a run recorded in its config.json (fields it lacks keep their defaults)."""
+  return config_of_record(read_run_record(model_dir))
