@@ -88,4 +88,4 @@ def test_time_to_target_preset_follows_the_batch_and_the_target(batch, target):
   assert config.scaled_momentum == pytest.approx(0.9 if batch <= 1024 else
                                                  1 - 0.1 * batch / 1024)
   assert config.mixed_precision == 'auto' and config.warmup_fraction == 0.1
-  assert config.whiten_init and config.optimizer == 'muon'
+  assert config.whiten_init and config.whiten_init_all and config.optimizer == 'muon'

@@ -1,9 +1,11 @@
 """--whiten_init: the first convolution starts as a whitening filter bank of the data."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from trainer.core.config import Config
+from trainer.core.errors import UserError
 from trainer.jobs import train
 from trainer.model import cnn
 from trainer.model import whitening
@@ -51,3 +53,72 @@ def test_a_new_run_starts_from_it_and_a_resumed_one_keeps_its_weights(tmp_path, 
   resumed = train.train_and_evaluate(config.replace(train_steps=3), None, small_source)
   moved = resumed.trainer.model.layers[0].kernel.numpy()
   np.testing.assert_allclose(moved, kernel, atol=1e-6)  # Resumed, not whitened again.
+
+
+def _inputs_of(model, layer_index, images):
+  """The batch `images` as layer `layer_index` of `model` receives it."""
+  x = images.astype(np.float32)
+  for layer in model.layers[:layer_index]:
+    x = layer(x)
+  return np.asarray(x)
+
+
+def test_whiten_init_all_sets_each_later_layer_from_its_inputs():
+  rng = np.random.default_rng(1)
+  noise = rng.random((600, 34, 34, 3))
+  images = (noise[:, 1:-1, 1:-1] + noise[:, :-2, 1:-1] + noise[:, 1:-1, :-2]) / 3
+  # Two classes, the second brighter: a readout of the features can tell them apart.
+  labels = rng.integers(0, 2, len(images))
+  images = images + 0.2 * labels[:, None, None, None]
+  model = cnn.create_model((32, 32, 3), 2)
+  defaults = [np.linalg.norm(layer.kernel.numpy()) for layer in model.layers if layer.weights]
+  whitening.apply_all(model, images, labels, seed=3)
+  weighted = [layer for layer in model.layers if layer.weights]
+  # The hidden layers keep the size of Keras' start; their responses come in +/- pairs of
+  # uncorrelated components.
+  for layer, norm in zip(weighted[:-1], defaults):
+    np.testing.assert_allclose(np.linalg.norm(layer.kernel.numpy()), norm, rtol=1e-4)
+    np.testing.assert_allclose(layer.kernel.numpy()[..., 0::2], -layer.kernel.numpy()[..., 1::2])
+  conv2 = model.layers[2]
+  responses = tf.nn.conv2d(_inputs_of(model, 2, images), conv2.kernel, 1, 'VALID').numpy()
+  responses = responses.reshape(-1, responses.shape[-1])[:, 0::2]
+  correlation = np.corrcoef(responses[:, :8], rowvar=False)
+  assert np.abs(correlation - np.eye(8)).max() < 0.2
+  # The output layer starts as a readout: it already separates the classes it was fit on,
+  # and it is the least-squares one (moving it raises the squared error).
+  logits = model(images.astype(np.float32)).numpy()
+  assert np.mean(logits.argmax(axis=1) == labels) > 0.9
+  hidden = _inputs_of(model, len(model.layers) - 1, images)
+  kernel, bias = whitening.readout_weights(hidden, labels, 2)
+  targets = np.eye(2)[labels] - 0.5
+  error = np.sum((hidden @ kernel + bias - targets) ** 2)
+  nudged = np.sum((hidden @ (kernel * 1.05) + bias - targets) ** 2)
+  assert error < nudged
+
+
+def test_whiten_init_all_needs_whiten_init():
+  with pytest.raises(UserError, match='--whiten_init_all extends --whiten_init'):
+    Config(whiten_init_all=True).validate()
+
+
+def test_a_run_with_whiten_init_all_starts_every_layer_from_the_data(tmp_path, small_source):
+  config = Config(model_dir=str(tmp_path / 'run'), batch_size=32, epochs=0, train_steps=1,
+                  learning_rate=1e-9, whiten_init=True, whiten_init_all=True)
+  model = train.train_and_evaluate(config, None, small_source).trainer.model
+  pairs = list(small_source.read('train', 0, 1).take(5000).as_numpy_iterator())
+  images = np.stack([image for image, _ in pairs]) / 255.0
+  labels = [int(label) for _, label in pairs]
+  # Each layer as it would be set from what the run's own earlier layers make of the data.
+  for index, layer in enumerate(model.layers):
+    if not layer.weights:
+      continue
+    inputs = _inputs_of(model, index, images)
+    kernel = layer.kernel.numpy()
+    if index == len(model.layers) - 1:
+      expected, _ = whitening.readout_weights(inputs, labels, kernel.shape[-1])
+    else:
+      shape = kernel.shape if kernel.ndim == 4 else (1, 1) + kernel.shape
+      inputs = inputs if kernel.ndim == 4 else inputs[:, None, None, :]
+      expected, _ = whitening.whitening_weights(inputs, shape, kernel, seed=config.seed)
+    got, want = kernel.ravel(), expected.ravel()
+    assert np.dot(got, want) / np.linalg.norm(got) / np.linalg.norm(want) > 0.999, layer.name

@@ -81,6 +81,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
          'filter bank of 3x3 patches of the training images (each principal component as w '
          'and -w, scaled to unit variance), as the CIFAR-10 speed runs start; the model is '
          'unchanged.')
+  define('bool', 'whiten_init_all', 'With --whiten_init, the later layers start from the '
+         'data too: the second convolution and the hidden dense layer as whitening filter '
+         'banks of their inputs, the output layer as the least-squares readout of the '
+         'classes from the hidden features.')
   define('float', 'warmup_fraction', 'The warm-up as a share of the run\'s steps (cosine '
          'only), e.g. 0.1.')
   define('bool', 'target_schedule', 'With --target_accuracy: the run\'s length follows from '

@@ -81,6 +81,7 @@ class Config:
   warmup_epochs: float = 0.0  # Warm-up in epochs: the same share of the run at any batch.
   warmup_fraction: float = 0.0  # Warm-up as a share of the run's steps.
   whiten_init: bool = False  # The first conv starts as a whitening filter bank (model/whitening.py).
+  whiten_init_all: bool = False  # With whiten_init: every later layer starts from the data too.
 
   # Large batches (trainer/model/optimizers.py): the optimizer, and the rate scaled to the batch.
   optimizer: str = 'adam'
@@ -151,6 +152,7 @@ class Config:
     if self.target_schedule and not self.target_accuracy:
       raise UserError('--target_schedule sizes the run for --target_accuracy: give it too')
     self._validate_optimizer()
+    self._validate_init()
     for name in ('batch_size', 'base_batch_size', 'steps_per_loop', 'shuffle_buffer',
                  'keep_checkpoints', 'device_data_max_mb', 'export_max_pixels'):
       if getattr(self, name) <= 0:
@@ -206,6 +208,11 @@ class Config:
       # Frozen layers keep their starting weights: without --init_from, random ones.
       raise UserError(f'--freeze={self.freeze} holds layers at the weights --init_from loads; '
                       'give --init_from=RUN_FOLDER or EXPORT (or drop --freeze)')
+
+  def _validate_init(self):
+    if self.whiten_init_all and not self.whiten_init:
+      raise UserError('--whiten_init_all extends --whiten_init to the later layers; '
+                      'give both')
 
   def _validate_optimizer(self):
     if self.weight_decay is not None:

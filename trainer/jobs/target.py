@@ -32,8 +32,8 @@ RECORD_FILE = 'time_to_target.json'
 # target. In between, log(steps) is interpolated
 # linearly in log(batch), and linearly between the targets; beyond the batches measured the
 # nearest segment's slope goes on.
-SCHEDULE_STEPS = {0.65: {64: 450, 512: 90, 4096: 60},
-                  0.70: {64: 1000, 512: 180, 4096: 100}}
+SCHEDULE_STEPS = {0.65: {64: 350, 512: 80, 4096: 52},
+                  0.70: {64: 700, 512: 160, 4096: 100}}
 
 
 def _log_log(batch: int, table: dict) -> float:

@@ -188,8 +188,11 @@ class _Run:
     resumed = self.checkpoints.restore()
     weights_from = init_from.initialize(self.config, self.trainer.model, self.model_dir, resumed)
     if self.config.whiten_init and resumed is None and not weights_from:
-      images, _ = sources.first_examples(self.source, _WHITENING_IMAGES)
-      whitening.apply(self.trainer.model, images / 255.0, self.config.seed)
+      images, labels = sources.first_examples(self.source, _WHITENING_IMAGES)
+      if self.config.whiten_init_all:
+        whitening.apply_all(self.trainer.model, images / 255.0, labels, self.config.seed)
+      else:
+        whitening.apply(self.trainer.model, images / 255.0, self.config.seed)
     self._announce(resumed, weights_from)
     config, plan, trainer = self.config, self.plan, self.trainer
     train_iterator = pipeline.distributed_train_iterator(
