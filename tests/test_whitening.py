@@ -1,5 +1,7 @@
 """--whiten_init: the first convolution starts as a whitening filter bank of the data."""
 
+import logging
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -101,10 +103,14 @@ def test_whiten_init_all_needs_whiten_init():
     Config(whiten_init_all=True).validate()
 
 
-def test_a_run_with_whiten_init_all_starts_every_layer_from_the_data(tmp_path, small_source):
+def test_a_run_with_whiten_init_all_starts_every_layer_from_the_data(tmp_path, small_source,
+                                                                   caplog):
   config = Config(model_dir=str(tmp_path / 'run'), batch_size=32, epochs=0, train_steps=1,
                   learning_rate=1e-9, whiten_init=True, whiten_init_all=True)
-  model = train.train_and_evaluate(config, None, small_source).trainer.model
+  with caplog.at_level(logging.INFO):
+    model = train.train_and_evaluate(config, None, small_source).trainer.model
+  assert any(r.getMessage().startswith('start: every layer from the first ')
+             for r in caplog.records)
   pairs = list(small_source.read('train', 0, 1).take(5000).as_numpy_iterator())
   images = np.stack([image for image, _ in pairs]) / 255.0
   labels = [int(label) for _, label in pairs]

@@ -166,6 +166,7 @@ class _Run:
                                            enabled=self.chief,
                                            total_steps=self.plan.total_steps)
     self.loops = []  # (steps, seconds) per host call.
+    self._start_note = ''  # How --whiten_init started the weights, for the start lines.
     self.loop_cpu_seconds = []
     self.progress = progress.Progress(self.plan, config.batch_size)
     self.tuning = hypertune.reporter(config, self.chief)
@@ -193,6 +194,8 @@ class _Run:
         whitening.apply_all(self.trainer.model, images / 255.0, labels, self.config.seed)
       else:
         whitening.apply(self.trainer.model, images / 255.0, self.config.seed)
+      layers = 'every layer' if self.config.whiten_init_all else 'the first convolution'
+      self._start_note = f'{layers} from the first {len(images)} training images'
     self._announce(resumed, weights_from)
     config, plan, trainer = self.config, self.plan, self.trainer
     train_iterator = pipeline.distributed_train_iterator(
@@ -242,6 +245,8 @@ class _Run:
     logging.info('optimizer %s', optimizers.describe(config))
     policy, why = precision.resolve(config.mixed_precision, self.strategy)
     logging.info('precision %s (%s)', precision.describe(policy), why)
+    if self._start_note:
+      logging.info('start: %s (--whiten_init)', self._start_note)
     if resumed is not None:
       logging.info('resumed from step %d (epoch %d): %s', resumed, plan.epoch_of(resumed),
                    self.checkpoints.restored_path)
