@@ -116,20 +116,18 @@ def apply_all(model, images: np.ndarray, labels, seed: int = 0) -> None:
   """Sets every layer of `model` from the data, in order: each hidden convolution or
   dense layer to whitening_weights of its input, the last layer to readout_weights."""
   x = np.asarray(images, np.float32)
-  last = model.layers[-1]
-  for layer in model.layers:
-    if layer is last:
-      kernel, bias = readout_weights(x, labels, layer.kernel.shape[-1])
-    elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+  *hidden, last = model.layers
+  for layer in hidden:
+    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
       shape = tuple(layer.kernel.shape)
-      inputs = x if len(shape) == 4 else x[:, None, None, :]  # A dense layer: 1x1 patches.
-      shape = shape if len(shape) == 4 else (1, 1) + shape
-      kernel, bias = whitening_weights(inputs, shape, np.asarray(layer.kernel), seed)
-      kernel = kernel.reshape(layer.kernel.shape)
-    else:
-      x = _forward(layer, x)
-      continue
-    layer.kernel.assign(kernel)
-    layer.bias.assign(bias)
-    if layer is not last:
-      x = _forward(layer, x)
+      if len(shape) == 2:  # A dense layer: its input vectors as 1x1 patches.
+        kernel, bias = whitening_weights(x[:, None, None, :], (1, 1) + shape,
+                                         np.asarray(layer.kernel), seed)
+      else:
+        kernel, bias = whitening_weights(x, shape, np.asarray(layer.kernel), seed)
+      layer.kernel.assign(kernel.reshape(shape))
+      layer.bias.assign(bias)
+    x = _forward(layer, x)
+  kernel, bias = readout_weights(x, labels, last.kernel.shape[-1])
+  last.kernel.assign(kernel)
+  last.bias.assign(bias)
