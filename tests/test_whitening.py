@@ -114,17 +114,21 @@ def test_a_run_with_whiten_init_all_starts_every_layer_from_the_data(tmp_path, s
   pairs = list(small_source.read('train', 0, 1).take(5000).as_numpy_iterator())
   images = np.stack([image for image, _ in pairs]) / 255.0
   labels = [int(label) for _, label in pairs]
-  # Each layer as it would be set from what the run's own earlier layers make of the data.
+  # Each layer as it would be set from what the run's own earlier layers make of the data,
+  # through the same host forward pass (no second kernel path whose rounding could differ on
+  # another CPU).
+  inputs = images.astype(np.float32)
   for index, layer in enumerate(model.layers):
+    if index:
+      inputs = whitening._forward(model.layers[index - 1], inputs)  # pylint: disable=protected-access
     if not layer.weights:
       continue
-    inputs = _inputs_of(model, index, images)
     kernel = layer.kernel.numpy()
     if index == len(model.layers) - 1:
       expected, _ = whitening.readout_weights(inputs, labels, kernel.shape[-1])
     else:
       shape = kernel.shape if kernel.ndim == 4 else (1, 1) + kernel.shape
-      inputs = inputs if kernel.ndim == 4 else inputs[:, None, None, :]
-      expected, _ = whitening.whitening_weights(inputs, shape, kernel, seed=config.seed)
+      patches = inputs if kernel.ndim == 4 else inputs[:, None, None, :]
+      expected, _ = whitening.whitening_weights(patches, shape, kernel, seed=config.seed)
     got, want = kernel.ravel(), expected.ravel()
     assert np.dot(got, want) / np.linalg.norm(got) / np.linalg.norm(want) > 0.999, layer.name
