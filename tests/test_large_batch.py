@@ -107,7 +107,7 @@ def test_the_run_says_and_records_the_effective_rate(tmp_path, small_source, cap
     (dict(optimizer='adam', muon_adam_lr_ratio=0.3), '--muon_adam_lr_ratio only applies to'),
     (dict(optimizer='muon', muon_adam_lr_ratio=0.0), '--muon_adam_lr_ratio must be positive'),
     (dict(ema_decay=1.0), r'--ema_decay must be in \[0, 1\)'),
-    (dict(warmup_epochs=1.0), '--warmup_epochs only applies to --lr_schedule=cosine'),
+    (dict(warmup_epochs=1.0), '--warmup_epochs only applies to --lr_schedule=cosine or wsd'),
     (dict(lr_schedule='cosine', warmup_epochs=1.0, warmup_steps=5),
      'give one of --warmup_steps, --warmup_epochs, --warmup_fraction'),
     (dict(base_batch_size=0), '--base_batch_size must be positive'),

@@ -100,6 +100,21 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
   assert optimizers.learning_rate_schedule(Config(), 100, 10) == 1e-3
 
 
+def test_wsd_schedule_warms_up_holds_the_peak_then_decays_linearly_to_zero():
+  config = Config(lr_schedule='wsd', learning_rate=0.01, warmup_fraction=0.1, decay_fraction=0.4)
+  schedule = optimizers.learning_rate_schedule(config, total_steps=100, steps_per_epoch=10)
+  rates = [float(schedule(step)) for step in range(101)]
+  assert rates[0] == 0.0 and rates[5] == pytest.approx(0.005)
+  assert rates[10:61] == pytest.approx([0.01] * 51)
+  assert rates[80] == pytest.approx(0.005) and rates[100] == 0.0
+  # The default decay takes the last 30%; no warm-up starts at the peak.
+  default = optimizers.learning_rate_schedule(Config(lr_schedule='wsd', learning_rate=0.01), 10, 10)
+  assert [float(default(step)) for step in (0, 7, 8, 10)] == pytest.approx(
+      [0.01, 0.01, 0.01 * 2 / 3, 0.0])
+  restored = optimizers.WarmupStableDecay.from_config(schedule.get_config())
+  assert float(restored(80)) == pytest.approx(0.005)
+
+
 def test_label_smoothing_spreads_the_target():
   labels = tf.constant([0, 1])
   logits = tf.constant([[10.0, 0.0, 0.0], [0.0, 10.0, 0.0]])
@@ -115,7 +130,9 @@ def test_label_smoothing_spreads_the_target():
     (dict(lr_schedule='linear'), "unknown --lr_schedule='linear'"),
     (dict(augment='rotate'), "unknown --augment='rotate'"),
     (dict(label_smoothing=1.0), '--label_smoothing must be in'),
-    (dict(warmup_steps=5), '--warmup_steps only applies to --lr_schedule=cosine'),
+    (dict(warmup_steps=5), '--warmup_steps only applies to --lr_schedule=cosine or wsd'),
+    (dict(lr_schedule='cosine', decay_fraction=0.3), '--decay_fraction only applies to --lr_'),
+    (dict(lr_schedule='wsd', decay_fraction=1.5), '--decay_fraction is a share of the run'),
 ])
 def test_recipe_flags_are_validated(overrides, message):
   with pytest.raises(UserError, match=message):

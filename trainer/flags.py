@@ -73,9 +73,12 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
          'horizontal flips, and shifts of up to 4 pixels; no flips for data sets where a mirror '
          'image changes the class, like digits).')
   define('string', 'lr_schedule', f'Learning rate schedule: {", ".join(LR_SCHEDULES)} '
-         '(cosine decays --learning_rate to 0 over the run, after --warmup_steps).')
-  define('integer', 'warmup_steps', 'Linear warm-up from 0 to --learning_rate (cosine only).')
-  define('float', 'warmup_epochs', 'The warm-up in epochs instead of steps (cosine only): '
+         '(cosine decays --learning_rate to 0 over the run, after --warmup_steps; wsd holds it '
+         'after the warm-up, then decays it linearly to 0 over the last --decay_fraction).')
+  define('float', 'decay_fraction', 'With --lr_schedule=wsd: the share of the run\'s steps '
+         'over which the rate falls linearly to 0 at the end (0: 0.3).')
+  define('integer', 'warmup_steps', 'Linear warm-up from 0 to --learning_rate (cosine or wsd).')
+  define('float', 'warmup_epochs', 'The warm-up in epochs instead of steps (cosine or wsd): '
          'the same share of the run at any batch size.')
   define('bool', 'whiten_init', 'A new run\'s first convolution starts as a whitening '
          'filter bank of 3x3 patches of the training images (each principal component as w '
@@ -86,7 +89,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
          'banks of their inputs, the output layer as the least-squares readout of the '
          'classes from the hidden features.')
   define('float', 'warmup_fraction', 'The warm-up as a share of the run\'s steps (cosine '
-         'only), e.g. 0.1.')
+         'or wsd), e.g. 0.1.')
   define('bool', 'target_schedule', 'With --target_accuracy: the run\'s length follows from '
          '--batch_size and the target by the rule of trainer/jobs/target.py (steps measured '
          'for 65% and 70% on CIFAR-10 with configs/time_to_target.cfg), so that the decay '

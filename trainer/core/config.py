@@ -12,7 +12,7 @@ from trainer.core.errors import UserError
 STRATEGIES = ('default', 'one_device', 'mirrored', 'multi_worker', 'tpu')
 # auto: what the hardware computes fastest (trainer/core/precision.py).
 MIXED_PRECISION = ('none', 'mixed_float16', 'mixed_bfloat16', 'auto')
-LR_SCHEDULES = ('constant', 'cosine')
+LR_SCHEDULES = ('constant', 'cosine', 'wsd')
 AUGMENTATIONS = ('none', 'flip', 'flip_shift')
 INPUTS = ('host', 'device')
 OPTIMIZERS = ('adam', 'adamw', 'lamb', 'lion', 'sgd', 'muon')
@@ -80,6 +80,7 @@ class Config:
   label_smoothing: float = 0.0
   warmup_epochs: float = 0.0  # Warm-up in epochs: the same share of the run at any batch.
   warmup_fraction: float = 0.0  # Warm-up as a share of the run's steps.
+  decay_fraction: float = 0.0  # wsd: the share of the run the final decay takes; 0: 0.3.
   whiten_init: bool = False  # The first conv starts as a whitening filter bank (model/whitening.py).
   whiten_init_all: bool = False  # With whiten_init: every later layer starts from the data too.
 
@@ -143,12 +144,17 @@ class Config:
     warmups = ('warmup_steps', 'warmup_epochs', 'warmup_fraction')
     for name in warmups:
       if getattr(self, name) and self.lr_schedule == 'constant':
-        raise UserError(f'--{name} only applies to --lr_schedule=cosine')
+        raise UserError(f'--{name} only applies to --lr_schedule=cosine or wsd')
     if sum(bool(getattr(self, name)) for name in warmups) > 1:
       raise UserError('give one of --warmup_steps, --warmup_epochs, --warmup_fraction')
     if not 0.0 <= self.warmup_fraction < 1.0:
       raise UserError(f'--warmup_fraction is a share of the run in [0, 1), got '
                       f'{self.warmup_fraction}')
+    if self.decay_fraction and self.lr_schedule != 'wsd':
+      raise UserError('--decay_fraction only applies to --lr_schedule=wsd')
+    if not 0.0 <= self.decay_fraction <= 1.0:
+      raise UserError(f'--decay_fraction is a share of the run in (0, 1], got '
+                      f'{self.decay_fraction}')
     if self.target_schedule and not self.target_accuracy:
       raise UserError('--target_schedule sizes the run for --target_accuracy: give it too')
     self._validate_optimizer()
@@ -259,6 +265,11 @@ class Config:
       return base
     ratio = max(self.batch_size / self.base_batch_size, 1.0)
     return max(1.0 - (1.0 - base) * ratio, 0.0)
+
+  @property
+  def wsd_decay_fraction(self) -> float:
+    # A fifth to a third of the run is where the decay phase works best (Hägele et al. 2024).
+    return self.decay_fraction or 0.3
 
   def warmup_steps_for(self, steps_per_epoch: int, total_steps: int = 0) -> int:
     if self.warmup_fraction:

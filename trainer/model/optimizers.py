@@ -15,14 +15,43 @@ from trainer.model import muon
 _NO_DECAY = ['bias']
 
 
+@keras.saving.register_keras_serializable('trainer')
+class WarmupStableDecay(keras.optimizers.schedules.LearningRateSchedule):
+  """Linear warm-up, the peak rate held, then a linear decay to 0 over the last `decay_steps`.
+
+  Keras has no such schedule. Short large-batch runs gain from it: cosine starts lowering the
+  rate from the first step after the warm-up, while here most steps take the full rate
+  (Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed Training
+  Durations"; benchmarks/time_to_target.md has what it gave).
+  """
+
+  def __init__(self, peak, warmup_steps, decay_steps, total_steps):
+    self.peak, self.warmup_steps = float(peak), int(warmup_steps)
+    self.decay_steps, self.total_steps = int(decay_steps), int(total_steps)
+
+  def __call__(self, step):
+    step = keras.ops.cast(step, 'float32')
+    rate = keras.ops.minimum(self.peak * (self.total_steps - step) / self.decay_steps, self.peak)
+    if self.warmup_steps:
+      rate = keras.ops.minimum(rate, self.peak * step / self.warmup_steps)
+    return keras.ops.maximum(rate, 0.0)
+
+  def get_config(self):
+    return {'peak': self.peak, 'warmup_steps': self.warmup_steps,
+            'decay_steps': self.decay_steps, 'total_steps': self.total_steps}
+
+
 def learning_rate_schedule(config: Config, total_steps: int, steps_per_epoch: int):
   """A float (constant) or a Keras schedule whose peak is the scaled rate."""
   peak = config.scaled_learning_rate
   if config.lr_schedule == 'constant':
     return peak
   if not total_steps:
-    raise ValueError('a cosine schedule needs the run\'s total_steps')
+    raise ValueError(f'a {config.lr_schedule} schedule needs the run\'s total_steps')
   warmup = min(config.warmup_steps_for(steps_per_epoch, total_steps), total_steps - 1)
+  if config.lr_schedule == 'wsd':
+    decay = min(max(1, round(config.wsd_decay_fraction * total_steps)), total_steps - warmup)
+    return WarmupStableDecay(peak, warmup, decay, total_steps)
   # Starts at 0 and warms up linearly when warmup > 0, else starts at the peak.
   return keras.optimizers.schedules.CosineDecay(
       initial_learning_rate=0.0 if warmup else peak,
@@ -83,7 +112,9 @@ def describe(config: Config) -> str:
   if config.momentum_scaling != 'none':
     text += (f', 1 - momentum scaled {config.momentum_scaling}ly from batch '
              f'{config.base_batch_size}')
-  if config.lr_schedule != 'constant':
+  if config.lr_schedule == 'wsd':
+    text += f', warmup-stable-decay schedule (decay over the last {config.wsd_decay_fraction:g} of the run)'
+  elif config.lr_schedule != 'constant':
     text += f', {config.lr_schedule} schedule'
   if config.ema_decay:
     text += f', weight averaging {config.ema_decay:g}'
