@@ -182,8 +182,9 @@ def test_a_folder_that_is_neither_run_nor_export_is_a_clear_error(tmp_path, ten_
 
 
 @pytest.mark.parametrize('changes,message', [
-    (dict(freeze='top'), "unknown --freeze='top'; choose one of: none, conv, all_but_head"),
-    (dict(freeze='conv'), '--freeze=conv holds layers at the weights --init_from loads'),
+    (dict(freeze='top'), "unknown --freeze='top'; choose one of: none, first_conv, conv, "
+                         "all_but_head"),
+    (dict(freeze='conv'), '--freeze=conv holds layers at the weights the run starts from'),
     (dict(freeze_epochs=1.0), '--freeze_epochs only applies with --freeze'),
     (dict(freeze='conv', init_from='R', freeze_epochs=-1.0), '--freeze_epochs must not be '
      'negative'),

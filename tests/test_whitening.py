@@ -132,3 +132,29 @@ def test_a_run_with_whiten_init_all_starts_every_layer_from_the_data(tmp_path, s
       expected, _ = whitening.whitening_weights(patches, shape, kernel, seed=config.seed)
     got, want = kernel.ravel(), expected.ravel()
     assert np.dot(got, want) / np.linalg.norm(got) / np.linalg.norm(want) > 0.999, layer.name
+
+
+def test_freeze_first_conv_holds_the_whitening_filters_through_training_and_resume(
+    tmp_path, small_source, caplog):
+  config = Config(model_dir=str(tmp_path / 'run'), batch_size=32, epochs=0, train_steps=3,
+                  learning_rate=1e-2, whiten_init=True, freeze='first_conv',
+                  checkpoint_every_steps=3, steps_per_loop=3)
+  with caplog.at_level(logging.INFO):
+    model = train.train_and_evaluate(config, None, small_source).trainer.model
+  assert 'frozen until step 3: ' + model.layers[0].name in caplog.text
+  images = np.stack([image for image, _ in
+                     small_source.read('train', 0, 1).take(5000).as_numpy_iterator()]) / 255.0
+  kernel = model.layers[0].kernel.numpy()
+  expected, _ = whitening.whitening_weights(images, kernel.shape, kernel, seed=config.seed)
+  assert np.dot(kernel.ravel(), expected.ravel()) / np.linalg.norm(kernel) ** 2 > 0.999
+  resumed = train.train_and_evaluate(config.replace(train_steps=6), None, small_source)
+  later = resumed.trainer.model
+  np.testing.assert_array_equal(later.layers[0].kernel.numpy(), kernel)
+  np.testing.assert_array_equal(later.layers[0].bias.numpy(), model.layers[0].bias.numpy())
+  assert not np.allclose(later.layers[2].kernel.numpy(), model.layers[2].kernel.numpy())
+
+
+def test_freeze_needs_a_start_worth_holding():
+  with pytest.raises(UserError, match='give --init_from=RUN_FOLDER or EXPORT, or --whiten_init'):
+    Config(freeze='first_conv').validate()
+  Config(freeze='first_conv', whiten_init=True).validate()

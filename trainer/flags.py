@@ -167,9 +167,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
          '--ema_decay) or a SavedModel export folder. Fresh optimizer, step 0; a new output '
          'layer when the number of classes differs. Ignored when --model_dir has checkpoints '
          '(that run resumes).')
-  define('string', 'freeze', f'With --init_from: layers kept at the loaded weights: '
-         f'{", ".join(FREEZES)} (conv: both conv layers; all_but_head: all but the output '
-         'layer).')
+  define('string', 'freeze', f'Layers kept at the weights the run starts from (--init_from '
+         f'or --whiten_init): {", ".join(FREEZES)} (first_conv: the first conv layer; conv: '
+         'both conv layers; all_but_head: all but the output layer).')
   define('float', 'freeze_epochs', 'How long --freeze lasts, in epochs (e.g. 2); then every '
          'layer trains. 0: the whole run.')
 

@@ -27,7 +27,7 @@ LITERT_QUANTIZATIONS = ('none', 'int8')  # Serving exports: --litert_quantize.
 # resizing one costs the serving_bytes signature about a gigabyte (docs/serving.md).
 DEFAULT_MAX_PIXELS = 50_000_000
 # Fine-tuning (trainer/jobs/init_from.py, trainer/model/freezing.py): the layers --freeze holds.
-FREEZES = ('none', 'conv', 'all_but_head')
+FREEZES = ('none', 'first_conv', 'conv', 'all_but_head')
 # --startup_timeout: cloud workers can start many minutes apart (a cluster autoscaler adding
 # GPU nodes, a multi-GB image pulled on each), yet a worker that never comes (a wrong address)
 # should not hold the others for the hour TensorFlow's own wait lasts.
@@ -130,7 +130,7 @@ class Config:
   export_max_pixels: int = DEFAULT_MAX_PIXELS
   # Fine-tuning (trainer/jobs/init_from.py, trainer/model/freezing.py).
   init_from: str = ''  # A run folder or an export whose weights a new run starts from.
-  freeze: str = 'none'  # Layers kept at their starting weights: none, conv, all_but_head.
+  freeze: str = 'none'  # Layers kept at their starting weights (model/freezing.py).
   freeze_epochs: float = 0.0  # How long --freeze lasts; 0: the whole run.
 
   def validate(self) -> 'Config':
@@ -209,11 +209,12 @@ class Config:
     if self.freeze_epochs < 0:
       raise UserError(f'--freeze_epochs must not be negative, got {self.freeze_epochs}')
     if self.freeze_epochs and self.freeze == 'none':
-      raise UserError('--freeze_epochs only applies with --freeze=conv or all_but_head')
-    if self.freeze != 'none' and not self.init_from:
-      # Frozen layers keep their starting weights: without --init_from, random ones.
-      raise UserError(f'--freeze={self.freeze} holds layers at the weights --init_from loads; '
-                      'give --init_from=RUN_FOLDER or EXPORT (or drop --freeze)')
+      raise UserError('--freeze_epochs only applies with --freeze')
+    if self.freeze != 'none' and not (self.init_from or self.whiten_init):
+      # Frozen layers keep their starting weights: without either, random ones.
+      raise UserError(f'--freeze={self.freeze} holds layers at the weights the run starts '
+                      'from: give --init_from=RUN_FOLDER or EXPORT, or --whiten_init (or drop '
+                      '--freeze)')
 
   def _validate_init(self):
     if self.whiten_init_all and not self.whiten_init:

@@ -1,8 +1,10 @@
 """--freeze: layers that keep the weights a run started from, for --freeze_epochs or throughout.
 
 Frozen variables are left out of the gradients and of the optimizer's update (Trainer.freeze),
-so they stay bit for bit what --init_from loaded, whatever the optimizer's weight decay; when
-the freeze ends, the train step is traced again with every variable.
+so they stay bit for bit what --init_from loaded or --whiten_init computed, whatever the
+optimizer's weight decay; when the freeze ends, the train step is traced again with every
+variable. A whitening first convolution held throughout is what the CIFAR-10 speed runs do:
+large early steps would otherwise undo the decorrelation it starts with.
 """
 
 from typing import List
@@ -15,9 +17,13 @@ from trainer.model import cnn
 
 
 def frozen_layers(model: keras.Model, freeze: str) -> List[keras.layers.Layer]:
-  """The layers `freeze` names: conv, both conv layers; all_but_head, all but the output."""
+  """The layers `freeze` names: first_conv; conv, both conv layers; all_but_head, all but
+  the output."""
+  convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+  if freeze == 'first_conv':
+    return convs[:1]
   if freeze == 'conv':
-    return [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    return convs
   if freeze == 'all_but_head':
     return [layer for layer in model.layers
             if layer.trainable_weights and layer.name != cnn.OUTPUT_LAYER]
