@@ -154,7 +154,25 @@ def test_freeze_first_conv_holds_the_whitening_filters_through_training_and_resu
   assert not np.allclose(later.layers[2].kernel.numpy(), model.layers[2].kernel.numpy())
 
 
-def test_freeze_needs_a_start_worth_holding():
-  with pytest.raises(UserError, match='give --init_from=RUN_FOLDER or EXPORT, or --whiten_init'):
-    Config(freeze='first_conv').validate()
-  Config(freeze='first_conv', whiten_init=True).validate()
+def test_below_freeze_min_batch_every_layer_trains(tmp_path, small_source, caplog):
+  config = Config(model_dir=str(tmp_path / 'run'), batch_size=32, epochs=0, train_steps=2,
+                  learning_rate=1e-2, whiten_init=True, freeze='first_conv',
+                  freeze_min_batch=64)
+  with caplog.at_level(logging.INFO):
+    outcome = train.train_and_evaluate(config, None, small_source)
+  assert ('--freeze=first_conv not applied: batch 32 is below --freeze_min_batch=64'
+          in caplog.text)
+  assert 'frozen until' not in caplog.text
+  assert outcome.trainer.updated_variables == outcome.trainer.model.trainable_variables
+
+
+@pytest.mark.parametrize('overrides,message', [
+    (dict(freeze='first_conv'), 'give --init_from=RUN_FOLDER or EXPORT, or --whiten_init'),
+    (dict(freeze_min_batch=512), '--freeze_min_batch only applies with --freeze'),
+    (dict(freeze='first_conv', whiten_init=True, freeze_min_batch=-1),
+     '--freeze_min_batch must not be negative'),
+])
+def test_freeze_needs_a_start_worth_holding_and_a_sane_batch_threshold(overrides, message):
+  with pytest.raises(UserError, match=message):
+    Config(**overrides).validate()
+  Config(freeze='first_conv', whiten_init=True, freeze_min_batch=512).validate()

@@ -172,6 +172,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
          'both conv layers; all_but_head: all but the output layer).')
   define('float', 'freeze_epochs', 'How long --freeze lasts, in epochs (e.g. 2); then every '
          'layer trains. 0: the whole run.')
+  define('integer', 'freeze_min_batch', '--freeze only at a global --batch_size of at least '
+         'this; below it every layer trains (0: at any batch).')
 
   # How the run reports, not what it does: no Config field, not in config.json.
   flags.DEFINE_enum('log_format', 'text', logs.FORMATS, 'text: "HH:MM:SS  message" lines for '

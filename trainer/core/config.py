@@ -132,6 +132,7 @@ class Config:
   init_from: str = ''  # A run folder or an export whose weights a new run starts from.
   freeze: str = 'none'  # Layers kept at their starting weights (model/freezing.py).
   freeze_epochs: float = 0.0  # How long --freeze lasts; 0: the whole run.
+  freeze_min_batch: int = 0  # --freeze only from this global batch up; 0: at any batch.
 
   def validate(self) -> 'Config':
     """Raises UserError for values no run could use; returns self for chaining."""
@@ -208,8 +209,11 @@ class Config:
   def _validate_fine_tuning(self):
     if self.freeze_epochs < 0:
       raise UserError(f'--freeze_epochs must not be negative, got {self.freeze_epochs}')
-    if self.freeze_epochs and self.freeze == 'none':
-      raise UserError('--freeze_epochs only applies with --freeze')
+    for name in ('freeze_epochs', 'freeze_min_batch'):
+      if getattr(self, name) and self.freeze == 'none':
+        raise UserError(f'--{name} only applies with --freeze')
+    if self.freeze_min_batch < 0:
+      raise UserError(f'--freeze_min_batch must not be negative, got {self.freeze_min_batch}')
     if self.freeze != 'none' and not (self.init_from or self.whiten_init):
       # Frozen layers keep their starting weights: without either, random ones.
       raise UserError(f'--freeze={self.freeze} holds layers at the weights the run starts '

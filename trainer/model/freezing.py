@@ -32,7 +32,7 @@ def frozen_layers(model: keras.Model, freeze: str) -> List[keras.layers.Layer]:
 
 def freeze_steps(config: Config, steps_per_epoch: int, total_steps: int) -> int:
   """The step the freeze ends at (total_steps when it lasts the whole run; 0 without one)."""
-  if config.freeze == 'none':
+  if config.freeze == 'none' or config.batch_size < config.freeze_min_batch:
     return 0
   if not config.freeze_epochs:
     return total_steps
@@ -47,6 +47,9 @@ class Freezing:
     self.layers = frozen_layers(trainer.model, config.freeze)
     self.until = freeze_steps(config, steps_per_epoch, total_steps)
     self.frozen = False
+    if config.freeze != 'none' and not self.until:
+      logging.info('--freeze=%s not applied: batch %d is below --freeze_min_batch=%d, so every '
+                   'layer trains', config.freeze, config.batch_size, config.freeze_min_batch)
 
   def before_loop(self, step: int, size: int) -> int:
     """Freezes or thaws for the loop starting at `step`; returns its size, cut at the thaw."""
