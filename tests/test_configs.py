@@ -89,3 +89,6 @@ def test_time_to_target_preset_follows_the_batch_and_the_target(batch, target):
                                                  1 - 0.1 * batch / 1024)
   assert config.mixed_precision == 'auto' and config.warmup_fraction == 0.1
   assert config.whiten_init and config.whiten_init_all and config.optimizer == 'muon'
+  assert config.lr_schedule == 'wsd' and config.wsd_decay_fraction == 0.3
+  # The whitening layer is held from batch 512 up, trained below.
+  assert config.freeze == 'first_conv' and config.freeze_min_batch == 512
