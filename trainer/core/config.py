@@ -273,7 +273,8 @@ class Config:
 
   @property
   def wsd_decay_fraction(self) -> float:
-    # A fifth to a third of the run is where the decay phase works best (Hägele et al. 2024).
+    # Hägele et al. 2024 found a decay over the last fifth or so of the run as good as cosine;
+    # 0.2 to 0.5 gave the same here (benchmarks/time_to_target.md).
     return self.decay_fraction or 0.3
 
   def warmup_steps_for(self, steps_per_epoch: int, total_steps: int = 0) -> int:

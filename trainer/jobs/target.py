@@ -30,8 +30,9 @@ RECORD_FILE = 'time_to_target.json'
 # configs/time_to_target.cfg on CIFAR-10 (a validation split held out of the training data;
 # benchmarks/time_to_target.md): the shortest schedule tried that ended at or above the
 # target in each of 10 seeds, and half a point above it on average, so that every seed
-# reaches it (fewer seeds missed the odd weak one at batch 64). In between, log(steps) is interpolated linearly in log(batch), and linearly
-# between the targets; beyond the batches measured the nearest segment's slope goes on.
+# reaches it (4 seeds missed the odd weak one at batch 64). In between, log(steps) is
+# interpolated linearly in log(batch), and linearly between the targets; beyond the batches
+# measured the nearest segment's slope goes on.
 SCHEDULE_STEPS = {0.65: {64: 350, 512: 60, 4096: 30},
                   0.70: {64: 750, 512: 140, 4096: 70}}
 

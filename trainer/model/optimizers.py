@@ -1,4 +1,5 @@
-"""The optimizer of a run and its learning rate: all from keras.optimizers, none by hand.
+"""The optimizer of a run and its learning rate: Keras' optimizers and schedules, plus the
+one schedule Keras lacks (warmup-stable-decay).
 
 --learning_rate is the rate for --base_batch_size; with --lr_scaling the rate for the actual
 global batch is derived here (Goyal et al. 2017: linear; Krizhevsky 2014 and the LAMB paper:
